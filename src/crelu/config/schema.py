@@ -1,0 +1,150 @@
+"""Structured-config schemas: every config group is validated against these dataclasses at composition time.
+
+A misspelt key (``optim.lrr=0.1``), a wrong type (``train.batch_size=abc``) or an unknown group option fails
+inside Hydra's compose, before any data is loaded or any model built.  Defaults here are the ConvPool-CNN-C /
+CIFAR-10 recipe of PAPER_SPEC §3.1; the YAML files under ``configs/`` set each family's recipe.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from hydra.core.config_store import ConfigStore
+
+SCHEMA_VERSION = 1
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "cifar10"  # cifar10 | cifar100 | imagenet
+    num_classes: int = 10
+    # Folder that holds cifar-10-batches-py/ (or the ImageNet train/ and val/ folders).  The YAML default reads
+    # the CRELU_DATA_ROOT / CRELU_IMAGENET_ROOT environment variables; a CLI override wins over both.
+    root: str = "data"
+    download: bool = True  # CIFAR only: torchvision's download when files are missing
+    allow_modified: bool = True  # accept copies whose checksums differ from the official ones (with a warning)
+    flip: bool = True  # random horizontal flip (all tables)
+    shift: int = 0  # random shifts of +-shift px (VGG: 4, INFERRED); zero padding after normalisation
+    train_subset: Optional[int] = None  # use N training images (stratified, seeded): smoke runs
+    test_subset: Optional[int] = None  # evaluate on the first N test images: smoke runs
+    # ImageNet only (Tables 4/5)
+    image_size: int = 32  # network input size (CIFAR 32; ImageNet crop, 227 INFERRED)
+    resize: int = 256  # shorter side before cropping
+    lighting_std: float = 0.1  # AlexNet PCA colour noise (0 disables)
+    workers: int = 8  # DataLoader workers (ImageNet only; CIFAR never uses workers)
+
+
+@dataclass
+class ModelConfig:
+    family: str = "convpool_c"  # convpool_c | vgg | allcnn_b
+    activation: str = "relu"  # default activation of every non-classifier conv
+    activation_layers: dict[str, list[int]] = field(default_factory=dict)  # {crelu: [1, 3]} overrides
+    halve_layers: list[int] = field(default_factory=list)  # conv indices with half the filters
+    width_mult: float = 1.0  # "+ (double)" uses 2.0
+    classifier_activation: str = "relu"  # ConvPool conv9 / All-CNN-B conv12 (Springenberg: ReLU)
+    dropout_input: float = 0.0
+    dropout: float = 0.5  # family's hidden dropout (ConvPool: after pools; VGG: conv blocks; All-CNN-B: conv9)
+    dropout_first: float = 0.3  # VGG only: dropout after conv1's block
+    dropout_fc: float = 0.5  # VGG only: classifier dropouts
+    bn_eps: float = 1e-3  # VGG only: conv BatchNorm eps (cifar.torch)
+    bn_position: str = "pre_act"  # VGG only: conv->BN->act (INFERRED) or post_act: conv->act->BN
+    first_padding: Optional[int] = None  # All-CNN-B only: conv1 padding (2 for 224 crops)
+    init: str = "he_normal"  # he_normal | msr_fanout | torch_default
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    dampening: float = 0.0
+    weight_decay: float = 1e-3
+    nesterov: bool = False
+    lr_grid: list[float] = field(default_factory=list)  # documented search grid (Springenberg: .25 .1 .05 .01)
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "multistep"  # multistep | step | constant
+    epochs: int = 350
+    milestones: list[int] = field(default_factory=lambda: [200, 250, 300])  # multistep: epochs where lr *= gamma
+    gamma: float = 0.1
+    step_size: int = 25  # step: lr = lr0 * gamma ** ((epoch + index_base) // step_size)
+    index_base: int = 0  # 1 reproduces Torch's 1-indexed ``epoch % 25 == 0`` rule (cifar.torch)
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0  # drives init, shuffling, augmentation and dropout
+    deterministic: bool = False  # bit-repeatable CPU runs (and deterministic cuDNN kernels)
+    batch_size: int = 128
+    eval_batch_size: int = 1000
+    drop_last: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
+    channels_last: str = "auto"  # auto (on CUDA) | on | off
+    compile: bool = False
+    max_steps_per_epoch: Optional[int] = None  # smoke runs: cap the steps of each epoch
+    log_every: int = 50  # progress-bar refresh of the running loss (one host sync every N steps)
+    quiet: bool = False  # no progress bars (sweeps)
+    save_logits: bool = True
+    checkpoint: bool = True  # keep a resumable checkpoint during training
+    threads: Optional[int] = None  # torch CPU threads
+
+
+@dataclass
+class ProtocolConfig:
+    name: str = "full"  # full | kfold | single
+    folds: int = 10
+    fold: Optional[int] = None  # kfold: which fold is held out (0-based)
+    split_seed: int = 20160301  # folds / hold-out split, independent of train.seed
+    holdout: int = 10000  # single: size of the held-out part of the training set
+    stop_point: str = "end"  # single phase 1 stopping point: end | best_val
+    phase: Optional[str] = None  # single: set by the protocol runner (phase1 | phase2)
+    target_loss: Optional[float] = None  # single phase 2: L* from phase 1 (set by the runner)
+    eval_mode: str = "center"  # imagenet: center | tenpatch | both
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"  # none | wandb
+    project: str = "crelu-repro"
+    entity: Optional[str] = None
+    mode: str = "offline"  # offline | online | disabled; WANDB_MODE in the environment wins
+    dir: str = "results/wandb"
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ExperimentConfig:
+    table: Optional[str] = None  # table1 | table2 | table4 | ...
+    row: Optional[str] = None  # the paper row, e.g. crelu_half
+    name: str = "adhoc"
+    profile: str = "paper"  # paper | smoke | custom: kept apart in results/
+
+
+@dataclass
+class OutputConfig:
+    root: str = "results/runs"  # run directories live under root/<profile>/<run key>
+    run_dir: Optional[str] = None  # explicit run directory (overrides the run key)
+    overwrite: bool = False  # re-run a finished run instead of skipping it
+
+
+@dataclass
+class Config:
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
+    output: OutputConfig = field(default_factory=OutputConfig)
+
+
+def register_configs() -> None:
+    """Register the schema with Hydra's ConfigStore (idempotent)."""
+    cs = ConfigStore.instance()
+    cs.store(name="crelu_schema", node=Config)

@@ -1,0 +1,102 @@
+"""Activation functions of the paper and a tiny registry.
+
+* ``relu``  : max(x, 0).
+* ``crelu`` : Concatenated ReLU, Definition 2.1 of Shang et al. (2016):
+  ``cat([relu(x), relu(-x)], dim=1)``.  The concatenation axis is the channel axis, so a conv layer with F
+  filters followed by CReLU emits 2F channels.  Channel order (positive phase first, channel ``F+i`` is the
+  negative phase of filter ``i``) is INFERRED (PAPER_SPEC §1.1): it is the convention of every implementation
+  seen and Table 6 needs a fixed order.
+* ``avr``   : absolute value rectification |x| (Jarrett et al. 2009), channel count unchanged.
+
+Adding an activation is one class decorated with :func:`register_activation` plus one config line
+(``model.act_overrides`` or a new model option), e.g.::
+
+    @register_activation("elu", channel_factor=1)
+    class ELU(nn.ELU): ...
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ActivationInfo:
+    name: str
+    cls: type[nn.Module]
+    channel_factor: int  # output channels = channel_factor * input channels
+
+
+ACTIVATIONS: dict[str, ActivationInfo] = {}
+
+
+def register_activation(name: str, channel_factor: int = 1) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register ``cls`` under ``name``; ``channel_factor`` is its channel multiplier."""
+    if channel_factor < 1:
+        raise ValueError(f"channel_factor must be >= 1, got {channel_factor}")
+
+    def deco(cls: type[nn.Module]) -> type[nn.Module]:
+        if name in ACTIVATIONS and ACTIVATIONS[name].cls is not cls:
+            raise ValueError(f"activation {name!r} is already registered to {ACTIVATIONS[name].cls.__name__}")
+        ACTIVATIONS[name] = ActivationInfo(name, cls, channel_factor)
+        cls.activation_name = name  # type: ignore[attr-defined]
+        cls.channel_factor = channel_factor  # type: ignore[attr-defined]
+        return cls
+
+    return deco
+
+
+def _lookup(name: str) -> ActivationInfo:
+    try:
+        return ACTIVATIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown activation {name!r}; registered: {sorted(ACTIVATIONS)}") from None
+
+
+def make_activation(name: str) -> nn.Module:
+    """Instantiate the registered activation ``name``."""
+    return _lookup(name).cls()
+
+
+def activation_channel_factor(name: str) -> int:
+    """How many output channels the activation emits per input channel (CReLU: 2)."""
+    return _lookup(name).channel_factor
+
+
+@register_activation("relu")
+class ReLU(nn.Module):
+    """Rectified linear unit, max(x, 0)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
+
+
+@register_activation("crelu", channel_factor=2)
+class CReLU(nn.Module):
+    """Concatenated ReLU: ``cat([relu(x), relu(-x)], dim)`` (positive phase first; order INFERRED, §1.1).
+
+    Works for any tensor with a channel axis ``dim`` (default 1, NCHW or NC).  Has no parameters.
+    """
+
+    def __init__(self, dim: int = 1) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(torch.cat((x, -x), dim=self.dim))
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+@register_activation("avr")
+class AVR(nn.Module):
+    """Absolute value rectification |x| = relu(x) + relu(-x) (Jarrett et al. 2009)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.abs(x)

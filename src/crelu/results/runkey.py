@@ -1,0 +1,66 @@
+"""Deterministic run keys: one directory per (table, row, dataset, protocol, fold/phase, seed, recipe).
+
+The key has no timestamp, so a relaunched sweep finds its finished runs (skipped) and unfinished ones (resumed).
+The trailing 8-hex hash covers every config field that changes the result (dataset, model, optim, schedule,
+train recipe, protocol), so two different recipes never share a directory, while logging/progress/output
+settings do not change it.  Two jobs of the same sweep always differ in at least one keyed field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+# Fields that do not change what is computed, so they do not enter the hash.
+_UNHASHED_TRAIN = {"quiet", "log_every", "device", "threads", "checkpoint", "save_logits", "eval_batch_size",
+                   "compile"}
+_UNHASHED_DATASET = {"root", "download", "allow_modified", "workers"}
+_UNHASHED_PROTOCOL = {"phase", "target_loss"}
+
+
+def _plain(cfg: DictConfig | dict) -> dict[str, Any]:
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+def config_hash(cfg: DictConfig | dict) -> str:
+    """8-hex digest of the result-determining part of the config."""
+    c = _plain(cfg)
+    keyed = {
+        "dataset": {k: v for k, v in c["dataset"].items() if k not in _UNHASHED_DATASET},
+        "model": c["model"],
+        "optim": c["optim"],
+        "schedule": c["schedule"],
+        "train": {k: v for k, v in c["train"].items() if k not in _UNHASHED_TRAIN},
+        "protocol": {k: v for k, v in c["protocol"].items() if k not in _UNHASHED_PROTOCOL},
+    }
+    blob = json.dumps(keyed, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:8]
+
+
+def run_meta(cfg: DictConfig | dict) -> dict[str, Any]:
+    """The identifying fields of a run, stored as ``meta`` in its record (what tables group by)."""
+    c = _plain(cfg)
+    p = c["protocol"]
+    return {
+        "table": c["experiment"]["table"],
+        "row": c["experiment"]["row"],
+        "name": c["experiment"]["name"],
+        "profile": c["experiment"]["profile"],
+        "dataset": c["dataset"]["name"],
+        "protocol": p["name"],
+        "fold": p["fold"] if p["name"] == "kfold" else None,
+        "seed": c["train"]["seed"],
+        "config_hash": config_hash(c),
+    }
+
+
+def run_key(cfg: DictConfig | dict) -> str:
+    """Relative directory of a run, e.g. ``table1/crelu/cifar10/kfold-3/seed0-1a2b3c4d``."""
+    m = run_meta(cfg)
+    group = m["table"] or "adhoc"
+    row = m["row"] or m["name"]
+    proto = m["protocol"] + (f"-{m['fold']}" if m["fold"] is not None else "")
+    return f"{group}/{row}/{m['dataset']}/{proto}/seed{m['seed']}-{m['config_hash']}"
