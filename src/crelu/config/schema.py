@@ -42,6 +42,7 @@ class ModelConfig:
     activation_layers: dict[str, list[int]] = field(default_factory=dict)  # {crelu: [1, 3]} overrides
     halve_layers: list[int] = field(default_factory=list)  # conv indices with half the filters
     width_mult: float = 1.0  # "+ (double)" uses 2.0
+    width_scale: float = 1.0  # extra multiplier on every row's filter counts (smoke profile: tiny, same code)
     classifier_activation: str = "relu"  # ConvPool conv9 / All-CNN-B conv12 (Springenberg: ReLU)
     dropout_input: float = 0.0
     dropout: float = 0.5  # family's hidden dropout (ConvPool: after pools; VGG: conv blocks; All-CNN-B: conv9)
@@ -104,6 +105,7 @@ class ProtocolConfig:
     phase: Optional[str] = None  # single: set by the protocol runner (phase1 | phase2)
     target_loss: Optional[float] = None  # single phase 2: L* from phase 1 (set by the runner)
     eval_mode: str = "center"  # imagenet: center | tenpatch | both
+    job: Optional[str] = None  # table sweeps: "single" or "fold<K>" picks the protocol and fold of one job
 
 
 @dataclass

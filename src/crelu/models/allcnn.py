@@ -17,7 +17,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from crelu.models.base import GlobalAvgPool, PaperNet, conv_block, init_conv_
+from crelu.models.base import GlobalAvgPool, PaperNet, conv_block, init_convs_
 from crelu.models.plan import ConvSpec, resolve_plan, with_padding
 
 ALLCNN_B = [
@@ -46,7 +46,7 @@ def build_allcnn_b(cfg, num_classes: int) -> PaperNet:
         activation=cfg.activation,
         activation_layers=cfg.activation_layers,
         halve_layers=cfg.halve_layers,
-        width_mult=cfg.width_mult,
+        width_mult=cfg.width_mult * cfg.width_scale,
         classifier_activation=cfg.classifier_activation,
     )
     mods: list[tuple[str, nn.Module]] = []
@@ -57,7 +57,5 @@ def build_allcnn_b(cfg, num_classes: int) -> PaperNet:
         if p.index == DROPOUT_AFTER and cfg.dropout > 0:
             mods.append((f"drop{p.index}", nn.Dropout(cfg.dropout)))
     net = PaperNet("allcnn_b", plan, nn.Sequential(OrderedDict(mods)), GlobalAvgPool(), num_classes)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            init_conv_(m, cfg.init)
+    init_convs_(net, cfg.init)
     return net

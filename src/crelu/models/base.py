@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from crelu.models.plan import LayerPlan, format_plan
-from crelu.nn import make_activation
+from crelu.nn import activation_fan_in_gain, make_activation
 
 
 class PaperNet(nn.Module):
@@ -74,10 +74,20 @@ def conv_block(p: LayerPlan, *, batchnorm: bool = False, bn_eps: float = 1e-5,
     raise ValueError(f"bn_position must be 'pre_act' or 'post_act', got {bn_position!r}")
 
 
-def init_conv_(conv: nn.Conv2d, scheme: str) -> None:
+def init_convs_(net: PaperNet, scheme: str) -> None:
+    """Initialise every planned conv of ``net``; the He gain follows the activation that feeds each layer."""
+    prev = None
+    for p in net.plan:
+        init_conv_(net.conv(p.index), scheme, gain=2.0 if prev is None else activation_fan_in_gain(prev))
+        prev = p.activation
+
+
+def init_conv_(conv: nn.Conv2d, scheme: str, gain: float = 2.0) -> None:
     """Initialise a conv layer in place; biases to zero.
 
-    * ``he_normal``: N(0, sqrt(2 / fan_in)) (He et al. 2015, fan-in).
+    * ``he_normal``: N(0, sqrt(gain / fan_in)) (He et al. 2015, fan-in; INFERRED for ConvPool-CNN-C and
+      All-CNN-B, PAPER_SPEC §7 #2-3).  ``gain`` is 2 after ReLU/CReLU and 1 after |x|
+      (:func:`crelu.nn.activation_fan_in_gain`), so AVR stacks do not blow up at initialisation.
     * ``msr_fanout``: N(0, sqrt(2 / (k*k*F_out))), cifar.torch's "MSR" init (fan-out).
     * ``torch_default``: leave PyTorch's default.
     """
@@ -85,7 +95,7 @@ def init_conv_(conv: nn.Conv2d, scheme: str) -> None:
         return
     k = conv.kernel_size[0] * conv.kernel_size[1]
     if scheme == "he_normal":
-        std = math.sqrt(2.0 / (k * conv.in_channels // conv.groups))
+        std = math.sqrt(gain / (k * conv.in_channels // conv.groups))
     elif scheme == "msr_fanout":
         std = math.sqrt(2.0 / (k * conv.out_channels))
     else:

@@ -18,7 +18,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from crelu.models.base import GlobalAvgPool, PaperNet, conv_block, init_conv_
+from crelu.models.base import GlobalAvgPool, PaperNet, conv_block, init_convs_
 from crelu.models.plan import ConvSpec, resolve_plan
 
 CONVPOOL_C = [
@@ -43,7 +43,7 @@ def build_convpool_c(cfg, num_classes: int) -> PaperNet:
         activation=cfg.activation,
         activation_layers=cfg.activation_layers,
         halve_layers=cfg.halve_layers,
-        width_mult=cfg.width_mult,
+        width_mult=cfg.width_mult * cfg.width_scale,
         classifier_activation=cfg.classifier_activation,
     )
     mods: list[tuple[str, nn.Module]] = []
@@ -57,7 +57,5 @@ def build_convpool_c(cfg, num_classes: int) -> PaperNet:
             if cfg.dropout > 0:
                 mods.append((f"drop_pool{j}", nn.Dropout(cfg.dropout)))
     net = PaperNet("convpool_c", plan, nn.Sequential(OrderedDict(mods)), GlobalAvgPool(), num_classes)
-    for m in net.modules():
-        if isinstance(m, nn.Conv2d):
-            init_conv_(m, cfg.init)
+    init_convs_(net, cfg.init)
     return net

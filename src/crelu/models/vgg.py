@@ -16,7 +16,7 @@ from collections import OrderedDict
 
 from torch import nn
 
-from crelu.models.base import PaperNet, conv_block, init_conv_
+from crelu.models.base import PaperNet, conv_block, init_convs_
 from crelu.models.plan import ConvSpec, resolve_plan
 
 _FILTERS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
@@ -33,7 +33,7 @@ def build_vgg(cfg, num_classes: int) -> PaperNet:
         activation=cfg.activation,
         activation_layers=cfg.activation_layers,
         halve_layers=cfg.halve_layers,
-        width_mult=cfg.width_mult,
+        width_mult=cfg.width_mult * cfg.width_scale,
     )
     mods: list[tuple[str, nn.Module]] = []
     if cfg.dropout_input > 0:
@@ -57,7 +57,5 @@ def build_vgg(cfg, num_classes: int) -> PaperNet:
         nn.Linear(512, num_classes),
     )
     net = PaperNet("vgg", plan, nn.Sequential(OrderedDict(mods)), head, num_classes)
-    for m in net.features.modules():
-        if isinstance(m, nn.Conv2d):
-            init_conv_(m, cfg.init)
+    init_convs_(net, cfg.init)
     return net

@@ -6,6 +6,7 @@ from crelu.nn.activations import (
     CReLU,
     ReLU,
     activation_channel_factor,
+    activation_fan_in_gain,
     make_activation,
     register_activation,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "CReLU",
     "ReLU",
     "activation_channel_factor",
+    "activation_fan_in_gain",
     "make_activation",
     "register_activation",
 ]

@@ -30,20 +30,28 @@ class ActivationInfo:
     name: str
     cls: type[nn.Module]
     channel_factor: int  # output channels = channel_factor * input channels
+    fan_in_gain: float  # E[x^2] of the output = Var(pre-activation) / fan_in_gain (He init uses it)
 
 
 ACTIVATIONS: dict[str, ActivationInfo] = {}
 
 
-def register_activation(name: str, channel_factor: int = 1) -> Callable[[type[nn.Module]], type[nn.Module]]:
-    """Class decorator: register ``cls`` under ``name``; ``channel_factor`` is its channel multiplier."""
+def register_activation(name: str, channel_factor: int = 1, fan_in_gain: float = 2.0
+                        ) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register ``cls`` under ``name``.
+
+    ``channel_factor`` is its channel multiplier (CReLU: 2).  ``fan_in_gain`` is the He-init gain of a layer
+    that *consumes* this activation: Var(w) = gain / fan_in keeps the pre-activation variance constant.  ReLU
+    keeps half the energy of a symmetric input (gain 2); so does each CReLU channel (gain 2 over the doubled
+    fan-in); |x| keeps all of it (gain 1).
+    """
     if channel_factor < 1:
         raise ValueError(f"channel_factor must be >= 1, got {channel_factor}")
 
     def deco(cls: type[nn.Module]) -> type[nn.Module]:
         if name in ACTIVATIONS and ACTIVATIONS[name].cls is not cls:
             raise ValueError(f"activation {name!r} is already registered to {ACTIVATIONS[name].cls.__name__}")
-        ACTIVATIONS[name] = ActivationInfo(name, cls, channel_factor)
+        ACTIVATIONS[name] = ActivationInfo(name, cls, channel_factor, fan_in_gain)
         cls.activation_name = name  # type: ignore[attr-defined]
         cls.channel_factor = channel_factor  # type: ignore[attr-defined]
         return cls
@@ -61,6 +69,11 @@ def _lookup(name: str) -> ActivationInfo:
 def make_activation(name: str) -> nn.Module:
     """Instantiate the registered activation ``name``."""
     return _lookup(name).cls()
+
+
+def activation_fan_in_gain(name: str) -> float:
+    """He-init gain for a layer fed by this activation (see :func:`register_activation`)."""
+    return _lookup(name).fan_in_gain
 
 
 def activation_channel_factor(name: str) -> int:
@@ -94,7 +107,7 @@ class CReLU(nn.Module):
         return f"dim={self.dim}"
 
 
-@register_activation("avr")
+@register_activation("avr", fan_in_gain=1.0)
 class AVR(nn.Module):
     """Absolute value rectification |x| = relu(x) + relu(-x) (Jarrett et al. 2009)."""
 

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 _UNHASHED_TRAIN = {"quiet", "log_every", "device", "threads", "checkpoint", "save_logits", "eval_batch_size",
                    "compile"}
 _UNHASHED_DATASET = {"root", "download", "allow_modified", "workers"}
-_UNHASHED_PROTOCOL = {"phase", "target_loss"}
+_UNHASHED_PROTOCOL = {"phase", "target_loss", "job"}
 
 
 def _plain(cfg: DictConfig | dict) -> dict[str, Any]:

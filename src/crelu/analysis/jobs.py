@@ -1,0 +1,274 @@
+"""The four analyses as CLI jobs: which runs each one uses, what it computes, what it writes.
+
+Models (PAPER_SPEC §5 figures, §6):
+
+* pairing (Figs 1-3): ImageNet baseline vs CReLU (conv1-4), conv1-4 (Fig. 3); CIFAR Table 1 baseline vs CReLU,
+  conv1-7 (the same procedure on the CIFAR models); optionally a local AlexNet file, conv1-5 (Fig. 2).  Fig.
+  1's filter/pair grid is drawn for the first conv of every ReLU model.
+* invariance (Fig. 4): Table 1 baseline vs CReLU on CIFAR-10 and CIFAR-100, conv1-7; ImageNet baseline vs
+  CReLU (conv1-7), conv1-7.
+* reconstruction (Fig. 5): ImageNet CReLU (conv1-4) from conv1-4; CIFAR Table 1 CReLU from conv1-3 (the layers
+  below the first max-pool).  The ReLU baseline is reconstructed the same way as a contrast when it exists.
+* table6: ImageNet CReLU (conv1-7) -> ``table6.{csv,md}`` with the paper's values beside ours; CIFAR Table 1
+  CReLU -> ``table6_{dataset}.{csv,md}`` (same statistic, no paper values).
+
+Each job returns True when it wrote anything; missing runs or data are reported through ``ctx.skip``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from crelu.analysis.data import heldout_images
+from crelu.analysis.features import centre_response_fn
+from crelu.analysis.invariance import InvarianceConfig, invariance_scores, summarise
+from crelu.analysis.pairing import conv_layers, layer_pairings, load_alexnet
+from crelu.analysis.plots import (
+    plot_filter_pairs,
+    plot_invariance,
+    plot_pairing_histograms,
+    plot_reconstructions,
+)
+from crelu.analysis.reconstruction import ReconstructionError, reconstruct, relative_error
+from crelu.analysis.runs import Context, LoadedRun
+from crelu.analysis.table6 import model_table6, read_paper_table6, write_table6
+from crelu.analysis.transforms import TrajectoryConfig
+from crelu.results.io import atomic_write_json, atomic_write_text
+
+CIFAR = ("cifar10", "cifar100")
+PAIRING = {
+    "imagenet": (("table4", "baseline"), ("table4", "crelu_conv1_4"), [1, 2, 3, 4]),
+    **{d: (("table1", "baseline"), ("table1", "crelu"), list(range(1, 8))) for d in CIFAR},
+}
+INVARIANCE = {
+    **{d: (("table1", "baseline"), ("table1", "crelu"), list(range(1, 8))) for d in CIFAR},
+    "imagenet": (("table4", "baseline"), ("table4", "crelu_conv1_7"), list(range(1, 8))),
+}
+RECONSTRUCTION = {
+    "imagenet": (("table4", "crelu_conv1_4"), ("table4", "baseline"), [1, 2, 3, 4]),
+    **{d: (("table1", "crelu"), ("table1", "baseline"), [1, 2, 3]) for d in CIFAR},
+}
+TABLE6 = {
+    "imagenet": ("table4", "crelu_conv1_7", "table6"),
+    **{d: ("table1", "crelu", f"table6_{d}") for d in CIFAR},
+}
+
+
+def write_csv(path: Path, rows: list[dict]) -> list[Path]:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+    return [path]
+
+
+def _load_pair(
+    ctx: Context, specs: Sequence[tuple[str, str]], dataset: str, analysis: str
+) -> list[LoadedRun]:
+    runs = [ctx.try_load(table, row, dataset, analysis) for table, row in specs]
+    return [r for r in runs if r is not None]
+
+
+def _layers(run: LoadedRun, wanted: Sequence[int]) -> list[int]:
+    return [i for i in wanted if i <= len(run.model.plan)]
+
+
+def _pairing_outputs(
+    ctx: Context,
+    tag: str,
+    rows: list[tuple[str, object, list]],
+    fig1: list[tuple[str, torch.Tensor, torch.Tensor]],
+) -> None:
+    """Histograms (Figs 2/3), the Fig. 1 grid per (name, conv1 weight, partner), and the µ summary CSV."""
+    ctx.wrote(plot_pairing_histograms([(label, lps) for label, _, lps in rows], ctx.figure(f"pairing_{tag}")))
+    for name, weight, partner in fig1:
+        ctx.wrote(
+            plot_filter_pairs(
+                weight,
+                partner,
+                ctx.figure(f"pairing_filters_{name}"),
+                title=f"{name} conv1: filter | pairing filter",
+            )
+        )
+    table = [{"model": label, "source": str(src), **lp.summary()} for label, src, lps in rows for lp in lps]
+    ctx.wrote(write_csv(ctx.number_file(f"pairing_{tag}.csv"), table))
+
+
+def _first_conv(name: str, model, lps: list) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Fig. 1 input when the first analysed layer is conv1 and its filters are images (1 or 3 channels)."""
+    w = conv_layers(model)[0][1].weight.detach().cpu()
+    ok = lps and lps[0].name == "conv1" and w.shape[1] in (1, 3)
+    return [(name, w, lps[0].partner)] if ok else []
+
+
+def run_pairing(ctx: Context, alexnet: str | None = None) -> bool:
+    ran = False
+    if alexnet:
+        net = load_alexnet(alexnet)
+        lps = layer_pairings(net, None, ctx.seed)
+        _pairing_outputs(ctx, "alexnet", [("AlexNet", alexnet, lps)], _first_conv("alexnet", net, lps))
+        ran = True
+    for dataset, (relu, crelu, layers) in PAIRING.items():
+        rows, fig1 = [], []
+        for (table, row), is_relu in ((relu, True), (crelu, False)):
+            run = ctx.try_load(table, row, dataset, "pairing")
+            if run is None:
+                continue
+            lps = layer_pairings(run.model, _layers(run, layers), ctx.seed)
+            rows.append((run.label, run.run_dir, lps))
+            if is_relu:
+                fig1 += _first_conv(f"{dataset}_{row}", run.model, lps)
+        if rows:
+            _pairing_outputs(ctx, dataset, rows, fig1)
+            ran = True
+    return ran
+
+
+def run_invariance(
+    ctx: Context,
+    n_images: int = 10000,
+    num_top: int = 100,
+    batch_size: int = 512,
+    families: Sequence[str] = ("translation", "rotation", "scaling"),
+    after_pool: bool = True,
+    max_shift: int | None = None,
+    shift_step: int = 2,
+    layers: Sequence[int] | None = None,
+) -> bool:
+    ran = False
+    for dataset, (relu, crelu, default_layers) in INVARIANCE.items():
+        runs = _load_pair(ctx, [relu, crelu], dataset, "invariance")
+        if not runs:
+            continue
+        try:
+            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root)
+        except FileNotFoundError as e:
+            ctx.skip(f"invariance on {dataset}: {e}")
+            continue
+        shift = max_shift if max_shift is not None else (16 if dataset == "imagenet" else 4)
+        cfg = InvarianceConfig(
+            num_top=num_top,
+            batch_size=batch_size,
+            trajectory=TrajectoryConfig(max_shift=shift, shift_step=shift_step, families=tuple(families)),
+        )
+        summary, rows = {}, []
+        for run in runs:
+            lay = _layers(run, layers or default_layers)
+            scores = invariance_scores(
+                centre_response_fn(run.model, lay, after_pool), data.images, cfg, progress=ctx.progress
+            )
+            summary[run.label] = summarise(scores, cfg.top_fraction)
+            for layer, fams in summary[run.label].items():
+                for fam, value in fams.items():
+                    n_units = int(torch.isfinite(scores[fam][layer].score).sum()) if fam in scores else None
+                    rows.append(
+                        {
+                            "model": run.label,
+                            "run_dir": str(run.run_dir),
+                            "layer": layer,
+                            "family": fam,
+                            "score": value,
+                            "units_scored": n_units,
+                        }
+                    )
+        n = len(data.images)
+        title = f"Invariance scores, {dataset} ({n} held-out images, |Z|={min(num_top, n)})"
+        ctx.wrote(plot_invariance(summary, ctx.figure(f"invariance_{dataset}"), title))
+        ctx.wrote(write_csv(ctx.number_file(f"invariance_{dataset}.csv"), rows))
+        ran = True
+    return ran
+
+
+def run_reconstruction(
+    ctx: Context, n_images: int = 2, iters: int = 300, layers: Sequence[int] | None = None
+) -> bool:
+    ran = False
+    for dataset, (crelu, relu, default_layers) in RECONSTRUCTION.items():
+        runs = _load_pair(ctx, [crelu, relu], dataset, "reconstruction")
+        if not runs:
+            continue
+        try:
+            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root)
+        except FileNotFoundError as e:
+            ctx.skip(f"reconstruction on {dataset}: {e}")
+            continue
+        x = data.images.to(ctx.device)
+        fig_rows, originals, records = [], [], []
+        for run in runs:
+            recs: list[list[tuple[str, torch.Tensor]]] = [[] for _ in range(len(x))]
+            for layer in _layers(run, layers or default_layers):
+                try:
+                    x_hat, infos = reconstruct(run.model, x, layer, iters=iters)
+                except ReconstructionError as e:
+                    ctx.skip(f"reconstruction of {run.label} from conv{layer}: {e}")
+                    continue
+                err = relative_error(x_hat, x).cpu()
+                for i in range(len(x)):
+                    recs[i].append((f"conv{layer}\nrel.err {float(err[i]):.3f}", data.display(x_hat[i])))
+                    records.append(
+                        {
+                            "model": run.label,
+                            "run_dir": str(run.run_dir),
+                            "layer": f"conv{layer}",
+                            "image": i,
+                            "rel_error": float(err[i]),
+                            "cg_iterations": infos[-1].iterations,
+                            "cg_rel_residual_max": max(c.rel_residual for c in infos),
+                        }
+                    )
+            for i in range(len(x)):
+                if recs[i]:
+                    fig_rows.append((f"{run.label} #{i}", recs[i]))
+                    originals.append(data.display(x[i]))
+        if not records:
+            continue
+        title = (
+            f"Reconstruction from CReLU features ({dataset}); rel.err = ‖x̂ − x‖/‖x‖ in normalised input space"
+        )
+        ctx.wrote(
+            plot_reconstructions(
+                torch.stack(originals), fig_rows, ctx.figure(f"reconstruction_{dataset}"), title
+            )
+        )
+        ctx.wrote(write_csv(ctx.number_file(f"reconstruction_{dataset}.csv"), records))
+        path = ctx.number_file(f"reconstruction_{dataset}.json")
+        atomic_write_json(path, {"images": data.source, "cg_max_iterations": iters, "results": records})
+        ctx.wrote([path])
+        ran = True
+    return ran
+
+
+def run_table6(ctx: Context, nonpair: str = "all", paper_csv: str | Path | None = None) -> bool:
+    paper_path = Path(paper_csv) if paper_csv else ctx.results / "paper_table6.csv"
+    paper = {}
+    if paper_path.exists():
+        paper = read_paper_table6(paper_path)
+    else:
+        print(f"warning: {paper_path} not found; Table 6 is written without the paper's values")
+    ran = False
+    for dataset, (table, row, stem) in TABLE6.items():
+        run = ctx.try_load(table, row, dataset, "table6")
+        if run is None:
+            continue
+        stats = model_table6(run.model, nonpair, ctx.seed)
+        if not stats:
+            ctx.skip(f"table6: {run.label} has no CReLU layer followed by a conv")
+            continue
+        ctx.wrote(
+            write_table6(
+                stats,
+                paper if dataset == "imagenet" else {},
+                ctx.results,
+                stem,
+                source=f"{run.label}, {run.run_dir}",
+                nonpair=nonpair,
+            )
+        )
+        ran = True
+    return ran

@@ -1,0 +1,111 @@
+"""Run one job of a protocol: a plain/fold run is one ``train``; the Single protocol is two, in one job.
+
+Single (PAPER_SPEC §4.1, INFERRED details follow Goodfellow et al. 2013's maxout code):
+
+1. phase 1 trains on the training set minus the stratified hold-out (``protocol.holdout``) and records
+   L* = eval-mode mean cross-entropy on its own training subset at the stopping point (``protocol.stop_point``:
+   end of schedule, or the best hold-out error);
+2. phase 2 re-initialises and trains on the whole training set, evaluating the hold-out loss after each epoch,
+   and stops at the first epoch where it is <= L*; if that never happens it runs the full schedule and the
+   record says ``reached: false`` (tables flag the cell).
+
+The job's directory holds ``phase1/`` and ``phase2/`` (full run records, resumable) and a top-level
+``run.json`` whose ``final`` is phase 2's and whose ``protocol`` block holds L*, the reached flag and the
+eval-mode error on the whole training set (Table 1's "Single train" column).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from omegaconf import DictConfig, OmegaConf
+
+from crelu.protocols.single import phase1_target
+from crelu.results.record import RecordError, RunRecord, load_record, now_iso
+from crelu.results.runkey import run_meta
+from crelu.training.trainer import RunResult, resolve_run_dir, train
+
+log = logging.getLogger(__name__)
+
+
+def _phase_cfg(cfg: DictConfig, run_dir, phase: str, target: float | None = None) -> DictConfig:
+    c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.set_struct(c, True)
+    c.protocol.phase = phase
+    c.protocol.target_loss = target
+    c.output.run_dir = str(run_dir / phase)
+    c.output.overwrite = False  # the top-level decides; phases resume or skip
+    return c
+
+
+def run_single(cfg: DictConfig) -> RunResult:
+    top, key = resolve_run_dir(cfg)
+    if not cfg.output.overwrite:
+        try:
+            rec = load_record(top)
+            if rec.status == "finished":
+                log.info("finished Single run found at %s: skipping", top)
+                return RunResult(top, "finished", rec.final, skipped=True, record=rec.data)
+        except RecordError:
+            pass
+    elif top.exists():
+        import shutil
+
+        shutil.rmtree(top)
+    p1 = train(_phase_cfg(cfg, top, "phase1"))
+    l_star = phase1_target(p1.record, cfg.protocol.stop_point)
+    p2 = train(_phase_cfg(cfg, top, "phase2", target=l_star))
+    reached = p2.final["stop_reason"] == "target_loss_reached"
+    if not reached:
+        log.warning("Single phase 2 of %s never reached L*=%.4f on the hold-out; flagged in the record", key, l_star)
+    meta = {**run_meta(cfg), "phase": None}
+    rec = RunRecord(top, {
+        "status": "finished", "run_key": key, "meta": meta,
+        "config": OmegaConf.to_container(cfg, resolve=True),
+        "git": p2.record.get("git"), "params": p2.record.get("params"), "env": p2.record.get("env"),
+        "started_at": p1.record.get("started_at"), "finished_at": now_iso(),
+        "wall_time_s": p1.record.get("wall_time_s", 0.0) + p2.record.get("wall_time_s", 0.0),
+        "data": p2.record.get("data"), "epochs": [],
+        "final": p2.final,
+        "protocol": {
+            "L_star": l_star, "stop_point": cfg.protocol.stop_point, "reached": reached,
+            "stop_epoch": p2.final["epoch"], "phase1_epochs": p1.final["epoch"],
+            "train_error_full": p2.final["train_eval_error"], "train_loss_full": p2.final["train_eval_loss"],
+            "phase1": {k: p1.final.get(k) for k in ("test_error", "val_error", "val_loss", "train_eval_loss")},
+        },
+        "artifacts": {"test_logits": "phase2/test_logits.pt" if p2.record.get("artifacts", {}).get("test_logits")
+                      else None, "phases": ["phase1", "phase2"]},
+        "failure": None,
+    })
+    rec.save()
+    return RunResult(top, "finished", p2.final, record=rec.data)
+
+
+class SkippedJob(Exception):
+    """A sweep job that does not exist under the chosen profile (e.g. fold 7 when protocol.folds=3)."""
+
+
+def resolve_job(cfg: DictConfig) -> DictConfig:
+    """Turn ``protocol.job`` (``single`` | ``fold<K>``, used by table sweeps) into protocol name and fold."""
+    job = cfg.protocol.job
+    if job is None:
+        return cfg
+    cfg = cfg.copy()
+    if job == "single":
+        cfg.protocol.name, cfg.protocol.fold = "single", None
+    elif job.startswith("fold") and job[4:].isdigit():
+        cfg.protocol.name, cfg.protocol.fold = "kfold", int(job[4:])
+        if cfg.protocol.fold >= cfg.protocol.folds:
+            raise SkippedJob(f"protocol.job={job} but protocol.folds={cfg.protocol.folds}")
+    else:
+        raise ValueError(f"protocol.job must be 'single' or 'fold<K>', got {job!r}")
+    cfg.protocol.job = None
+    return cfg
+
+
+def run(cfg: DictConfig) -> RunResult:
+    """Run the job ``cfg`` describes under its protocol."""
+    cfg = resolve_job(cfg)
+    if cfg.protocol.name == "single" and cfg.protocol.phase is None:
+        return run_single(cfg)
+    return train(cfg)
