@@ -1,34 +1,25 @@
 """``python -m crelu.analysis`` end to end on run directories made here (nothing is trained)."""
 
-import pickle
 import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
 from crelu.analysis.cli import main
 from crelu.analysis.runs import select_run
 from crelu.config.schema import Config
+from crelu.data import write_fake_cifar
 from crelu.models import build_model
 from crelu.results.record import RECORD_SCHEMA_VERSION, RunRecord, iter_records
 from crelu.results.runkey import run_key, run_meta
 from crelu.training.checkpoint import save_checkpoint
 
+# generated CIFAR copies are "modified" datasets by design
+pytestmark = pytest.mark.filterwarnings("ignore::crelu.data.ModifiedDatasetWarning")
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def make_cifar(root: Path, n: int = 120) -> Path:
-    rng = np.random.default_rng(0)
-    base = root / "cifar-10-batches-py"
-    base.mkdir(parents=True)
-    for name in ("test_batch", "data_batch_1"):
-        d = {"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), "labels": list(rng.integers(0, 10, n))}
-        with open(base / name, "wb") as f:
-            pickle.dump(d, f)
-    return root
 
 
 def make_run(
@@ -42,6 +33,7 @@ def make_run(
     data_root: Path,
     status: str = "finished",
     seed: int = 0,
+    stats: tuple[list[float], list[float]] | None = None,
 ) -> Path:
     cfg = OmegaConf.structured(Config)
     cfg.experiment.table, cfg.experiment.row, cfg.experiment.profile = table, row, "smoke"
@@ -54,19 +46,21 @@ def make_run(
     run_dir = runs / "smoke" / run_key(cfg)
     run_dir.mkdir(parents=True)
     save_checkpoint(run_dir, {"epoch": 1, "config": OmegaConf.to_container(cfg), "model": model.state_dict()})
-    RunRecord(
-        run_dir, {"schema_version": RECORD_SCHEMA_VERSION, "status": status, "meta": run_meta(cfg)}
-    ).save()
+    record = {"schema_version": RECORD_SCHEMA_VERSION, "status": status, "meta": run_meta(cfg)}
+    if stats is not None:  # what the trainer stores: the normalisation the run trained with
+        record["data"] = {"mean": stats[0], "std": stats[1]}
+    RunRecord(run_dir, record).save()
     return run_dir
 
 
 @pytest.fixture
 def runs(tmp_path):
-    data = make_cifar(tmp_path / "data")
+    data = write_fake_cifar(tmp_path / "data", "cifar10", n_train=200, n_test=120, seed=0)
     root = tmp_path / "runs"
     crelu8 = {"crelu": list(range(1, 9))}
     make_run(root, "table1", "baseline", "cifar10", "convpool_c", {}, 0.125, data)
-    make_run(root, "table1", "crelu", "cifar10", "convpool_c", crelu8, 0.125, data)
+    stats = ([0.45, 0.5, 0.55], [0.25, 0.26, 0.27])
+    make_run(root, "table1", "crelu", "cifar10", "convpool_c", crelu8, 0.125, data, stats=stats)
     make_run(root, "table1", "crelu", "cifar10", "convpool_c", crelu8, 0.125, data, status="running", seed=1)
     make_run(
         root, "table4", "crelu_conv1_7", "imagenet", "allcnn_b", {"crelu": list(range(1, 8))}, 0.0625, data
@@ -143,7 +137,10 @@ def test_cli_all_end_to_end(runs, tmp_path, capsys):
     md = (res / "table6.md").read_text()
     assert "| conv1 | 0.372 ± 0.372 |" in md and "| conv7 | 0.131 ± 0.122 |" in md
     inv = (res / "invariance_cifar10.csv").read_text().splitlines()
-    assert inv[0] == "model,run_dir,layer,family,score,units_scored" and len(inv) == 1 + 2 * 2 * 2
+    assert (
+        inv[0] == "model,run_dir,layer,readout,family,score,units_scored" and len(inv) == 1 + 2 * 2 * 2
+    )  # models x layers x (family + mean)
+    assert any(",conv3,pool1,translation," in r for r in inv)  # conv3 read after max-pool 1 (INFERRED)
     rec = (res / "reconstruction_cifar10.csv").read_text().splitlines()
     assert len(rec) == 1 + 2  # 2 models x 1 layer x 1 image
     crelu_conv1 = next(r for r in rec if r.startswith("table1/crelu") and ",conv1," in r)

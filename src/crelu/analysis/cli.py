@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     todo = ANALYSES if args.analysis == "all" else (args.analysis,)
     ran = []
     for name in todo:
-        print(f"== {name}")
+        print(f"== {name}", flush=True)
         if name == "pairing":
             ok = jobs.run_pairing(ctx, alexnet=args.alexnet)
         elif name == "invariance":

@@ -23,9 +23,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from crelu.analysis.data import heldout_images
-from crelu.analysis.features import centre_response_fn
+from crelu.analysis.features import centre_response_fn, readout_points
 from crelu.analysis.invariance import InvarianceConfig, invariance_scores, summarise
 from crelu.analysis.pairing import conv_layers, layer_pairings, load_alexnet
 from crelu.analysis.plots import (
@@ -147,7 +148,7 @@ def run_invariance(
         if not runs:
             continue
         try:
-            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root)
+            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root, runs[0].norm_stats)
         except FileNotFoundError as e:
             ctx.skip(f"invariance on {dataset}: {e}")
             continue
@@ -160,23 +161,18 @@ def run_invariance(
         summary, rows = {}, []
         for run in runs:
             lay = _layers(run, layers or default_layers)
+            images = data.renormalised(run.norm_stats).images.to(ctx.device)  # resample where the net runs
             scores = invariance_scores(
-                centre_response_fn(run.model, lay, after_pool), data.images, cfg, progress=ctx.progress
+                centre_response_fn(run.model, lay, after_pool), images, cfg, progress=ctx.progress
             )
             summary[run.label] = summarise(scores, cfg.top_fraction)
+            readout = {f"conv{i}": name for name, i in readout_points(run.model, lay, after_pool).items()}
             for layer, fams in summary[run.label].items():
                 for fam, value in fams.items():
                     n_units = int(torch.isfinite(scores[fam][layer].score).sum()) if fam in scores else None
-                    rows.append(
-                        {
-                            "model": run.label,
-                            "run_dir": str(run.run_dir),
-                            "layer": layer,
-                            "family": fam,
-                            "score": value,
-                            "units_scored": n_units,
-                        }
-                    )
+                    row = {"model": run.label, "run_dir": str(run.run_dir), "layer": layer}
+                    row |= {"readout": readout[layer], "family": fam, "score": value, "units_scored": n_units}
+                    rows.append(row)
         n = len(data.images)
         title = f"Invariance scores, {dataset} ({n} held-out images, |Z|={min(num_top, n)})"
         ctx.wrote(plot_invariance(summary, ctx.figure(f"invariance_{dataset}"), title))
@@ -194,15 +190,17 @@ def run_reconstruction(
         if not runs:
             continue
         try:
-            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root)
+            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root, runs[0].norm_stats)
         except FileNotFoundError as e:
             ctx.skip(f"reconstruction on {dataset}: {e}")
             continue
-        x = data.images.to(ctx.device)
         fig_rows, originals, records = [], [], []
         for run in runs:
+            run_data = data.renormalised(run.norm_stats)
+            x = run_data.images.to(ctx.device)
             recs: list[list[tuple[str, torch.Tensor]]] = [[] for _ in range(len(x))]
-            for layer in _layers(run, layers or default_layers):
+            todo = _layers(run, layers or default_layers)
+            for layer in tqdm(todo, desc=f"reconstruct {run.label}", disable=not ctx.progress, leave=False):
                 try:
                     x_hat, infos = reconstruct(run.model, x, layer, iters=iters)
                 except ReconstructionError as e:
@@ -210,7 +208,7 @@ def run_reconstruction(
                     continue
                 err = relative_error(x_hat, x).cpu()
                 for i in range(len(x)):
-                    recs[i].append((f"conv{layer}\nrel.err {float(err[i]):.3f}", data.display(x_hat[i])))
+                    recs[i].append((f"conv{layer}\nrel.err {float(err[i]):.3f}", run_data.display(x_hat[i])))
                     records.append(
                         {
                             "model": run.label,
@@ -218,19 +216,17 @@ def run_reconstruction(
                             "layer": f"conv{layer}",
                             "image": i,
                             "rel_error": float(err[i]),
-                            "cg_iterations": infos[-1].iterations,
+                            "cg_iterations_top_down": "/".join(str(c.iterations) for c in infos),
                             "cg_rel_residual_max": max(c.rel_residual for c in infos),
                         }
                     )
             for i in range(len(x)):
                 if recs[i]:
                     fig_rows.append((f"{run.label} #{i}", recs[i]))
-                    originals.append(data.display(x[i]))
+                    originals.append(run_data.display(x[i]))
         if not records:
             continue
-        title = (
-            f"Reconstruction from CReLU features ({dataset}); rel.err = ‖x̂ − x‖/‖x‖ in normalised input space"
-        )
+        title = f"Reconstruction from conv features ({dataset}; Prop 2.1, Fig. 5); rel.err = ‖x̂ − x‖/‖x‖"
         ctx.wrote(
             plot_reconstructions(
                 torch.stack(originals), fig_rows, ctx.figure(f"reconstruction_{dataset}"), title
@@ -245,12 +241,6 @@ def run_reconstruction(
 
 
 def run_table6(ctx: Context, nonpair: str = "all", paper_csv: str | Path | None = None) -> bool:
-    paper_path = Path(paper_csv) if paper_csv else ctx.results / "paper_table6.csv"
-    paper = {}
-    if paper_path.exists():
-        paper = read_paper_table6(paper_path)
-    else:
-        print(f"warning: {paper_path} not found; Table 6 is written without the paper's values")
     ran = False
     for dataset, (table, row, stem) in TABLE6.items():
         run = ctx.try_load(table, row, dataset, "table6")
@@ -260,6 +250,7 @@ def run_table6(ctx: Context, nonpair: str = "all", paper_csv: str | Path | None 
         if not stats:
             ctx.skip(f"table6: {run.label} has no CReLU layer followed by a conv")
             continue
+        paper = _paper_table6(Path(paper_csv) if paper_csv else ctx.results / "paper_table6.csv")
         ctx.wrote(
             write_table6(
                 stats,
@@ -272,3 +263,10 @@ def run_table6(ctx: Context, nonpair: str = "all", paper_csv: str | Path | None 
         )
         ran = True
     return ran
+
+
+def _paper_table6(path: Path) -> dict[str, dict[str, float]]:
+    if path.exists():
+        return read_paper_table6(path)
+    print(f"warning: {path} not found; Table 6 is written without the paper's values", flush=True)
+    return {}

@@ -79,7 +79,12 @@ def _filter_rgb(w: torch.Tensor) -> np.ndarray:
 
 
 def filter_pair_mosaic(
-    weight: torch.Tensor, partner: torch.Tensor, max_pairs: int = 48, columns: int = 8, gap: int = 1, sep: int = 3
+    weight: torch.Tensor,
+    partner: torch.Tensor,
+    max_pairs: int = 48,
+    columns: int = 8,
+    gap: int = 1,
+    sep: int = 3,
 ) -> np.ndarray:
     """One RGB image of (filter | pairing filter) tiles, ``columns`` pairs per row, on white.
 
@@ -138,7 +143,8 @@ def plot_invariance(
         ax.set_title(fam, fontsize=8)
         ax.tick_params(labelsize=7)
     axes[0].set_ylabel("invariance score (top 20% units)", fontsize=7)
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncols=len(models), fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return save_figure(fig, stem)

@@ -30,6 +30,13 @@ class LoadedRun:
     run_dir: Path
     model: nn.Module
     cfg: object  # the run's resolved config (DictConfig)
+    record: RunRecord
+
+    @property
+    def norm_stats(self) -> tuple[list[float], list[float]] | None:
+        """(mean, std) per channel the run normalised its inputs with, when its record has them."""
+        d = self.record.data.get("data") or {}
+        return (d["mean"], d["std"]) if d.get("mean") and d.get("std") else None
 
 
 def _has_checkpoint(run_dir: Path) -> bool:
@@ -38,7 +45,7 @@ def _has_checkpoint(run_dir: Path) -> bool:
 
 def _rank(rec: RunRecord) -> tuple:
     m = rec.meta
-    phase = (rec.data.get("config") or {}).get("protocol", {}).get("phase")
+    phase = m.get("phase") or (rec.data.get("config") or {}).get("protocol", {}).get("phase")
     return (
         0 if m.get("profile") == "paper" else 1,
         _PROTOCOL_ORDER.get(m.get("protocol"), 3),
@@ -101,10 +108,11 @@ class Context:
         try:
             model, cfg = load_model(rec.run_dir, map_location=self.device)
         except Exception as e:  # unreadable checkpoint, config the current code cannot build, ...
-            raise Skip(f"cannot load {rec.run_dir} for {table}/{row}: {type(e).__name__}: {e}") from e
-        run = LoadedRun(label, rec.run_dir, model, cfg)
+            reason = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            raise Skip(f"cannot load {rec.run_dir} for {table}/{row}: {type(e).__name__}: {reason}") from e
+        run = LoadedRun(label, rec.run_dir, model, cfg, rec)
         self._loaded[label] = run
-        print(f"using {label}: {rec.run_dir}")
+        print(f"using {label}: {rec.run_dir}", flush=True)
         return run
 
     def try_load(self, table: str, row: str, dataset: str, analysis: str) -> LoadedRun | None:
@@ -115,12 +123,12 @@ class Context:
             return None
 
     def skip(self, message: str) -> None:
-        print(f"skipped: {message}")
+        print(f"skipped: {message}", flush=True)
         self.skipped.append(message)
 
     def wrote(self, paths: list[Path]) -> None:
         for p in paths:
-            print(f"wrote {p}")
+            print(f"wrote {p}", flush=True)
         self.written.extend(paths)
 
     def figure(self, name: str) -> Path:

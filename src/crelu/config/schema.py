@@ -8,7 +8,6 @@ CIFAR-10 recipe of PAPER_SPEC §3.1; the YAML files under ``configs/`` set each 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Optional
 
 from hydra.core.config_store import ConfigStore
 
@@ -26,8 +25,8 @@ class DatasetConfig:
     allow_modified: bool = True  # accept copies whose checksums differ from the official ones (with a warning)
     flip: bool = True  # random horizontal flip (all tables)
     shift: int = 0  # random shifts of +-shift px (VGG: 4, INFERRED); zero padding after normalisation
-    train_subset: Optional[int] = None  # use N training images (stratified, seeded): smoke runs
-    test_subset: Optional[int] = None  # evaluate on the first N test images: smoke runs
+    train_subset: int | None = None  # use N training images (stratified, seeded): smoke runs
+    test_subset: int | None = None  # evaluate on the first N test images: smoke runs
     # ImageNet only (Tables 4/5)
     image_size: int = 32  # network input size (CIFAR 32; ImageNet crop, 227 INFERRED)
     resize: int = 256  # shorter side before cropping
@@ -50,8 +49,9 @@ class ModelConfig:
     dropout_fc: float = 0.5  # VGG only: classifier dropouts
     bn_eps: float = 1e-3  # VGG only: conv BatchNorm eps (cifar.torch)
     bn_position: str = "pre_act"  # VGG only: conv->BN->act (INFERRED) or post_act: conv->act->BN
-    first_padding: Optional[int] = None  # All-CNN-B only: conv1 padding (2 for 224 crops)
+    first_padding: int | None = None  # All-CNN-B only: conv1 padding (2 for 224 crops)
     init: str = "he_normal"  # he_normal | msr_fanout | torch_default
+    init_scale: float = 1.0  # multiplies the init variance (ConvPool/All-CNN-B use 0.5, INFERRED: see models.base)
 
 
 @dataclass
@@ -86,33 +86,33 @@ class TrainConfig:
     amp: str = "auto"  # auto (bf16 on CUDA) | bf16 | off
     channels_last: str = "auto"  # auto (on CUDA) | on | off
     compile: bool = False
-    max_steps_per_epoch: Optional[int] = None  # smoke runs: cap the steps of each epoch
+    max_steps_per_epoch: int | None = None  # smoke runs: cap the steps of each epoch
     log_every: int = 50  # progress-bar refresh of the running loss (one host sync every N steps)
     quiet: bool = False  # no progress bars (sweeps)
     save_logits: bool = True
     checkpoint: bool = True  # keep a resumable checkpoint during training
-    threads: Optional[int] = None  # torch CPU threads
+    threads: int | None = None  # torch CPU threads
 
 
 @dataclass
 class ProtocolConfig:
     name: str = "full"  # full | kfold | single
     folds: int = 10
-    fold: Optional[int] = None  # kfold: which fold is held out (0-based)
+    fold: int | None = None  # kfold: which fold is held out (0-based)
     split_seed: int = 20160301  # folds / hold-out split, independent of train.seed
     holdout: int = 10000  # single: size of the held-out part of the training set
     stop_point: str = "end"  # single phase 1 stopping point: end | best_val
-    phase: Optional[str] = None  # single: set by the protocol runner (phase1 | phase2)
-    target_loss: Optional[float] = None  # single phase 2: L* from phase 1 (set by the runner)
+    phase: str | None = None  # single: set by the protocol runner (phase1 | phase2)
+    target_loss: float | None = None  # single phase 2: L* from phase 1 (set by the runner)
     eval_mode: str = "center"  # imagenet: center | tenpatch | both
-    job: Optional[str] = None  # table sweeps: "single" or "fold<K>" picks the protocol and fold of one job
+    job: str | None = None  # table sweeps: "single" or "fold<K>" picks the protocol and fold of one job
 
 
 @dataclass
 class LoggerConfig:
     name: str = "none"  # none | wandb
     project: str = "crelu-repro"
-    entity: Optional[str] = None
+    entity: str | None = None
     mode: str = "offline"  # offline | online | disabled; WANDB_MODE in the environment wins
     dir: str = "results/wandb"
     tags: list[str] = field(default_factory=list)
@@ -120,8 +120,8 @@ class LoggerConfig:
 
 @dataclass
 class ExperimentConfig:
-    table: Optional[str] = None  # table1 | table2 | table4 | ...
-    row: Optional[str] = None  # the paper row, e.g. crelu_half
+    table: str | None = None  # table1 | table2 | table4 | ...
+    row: str | None = None  # the paper row, e.g. crelu_half
     name: str = "adhoc"
     profile: str = "paper"  # paper | smoke | custom: kept apart in results/
 
@@ -129,7 +129,7 @@ class ExperimentConfig:
 @dataclass
 class OutputConfig:
     root: str = "results/runs"  # run directories live under root/<profile>/<run key>
-    run_dir: Optional[str] = None  # explicit run directory (overrides the run key)
+    run_dir: str | None = None  # explicit run directory (overrides the run key)
     overwrite: bool = False  # re-run a finished run instead of skipping it
 
 
@@ -144,6 +144,25 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
+
+
+class ConfigError(ValueError):
+    """A composed config that does not fit the schema (e.g. a key added with ``+`` that nothing reads)."""
+
+
+def validate_config(cfg) -> None:
+    """Re-check a composed config against :class:`Config`: unknown keys or wrong types raise ConfigError.
+
+    Hydra's composition already rejects misspelt overrides; this also catches keys force-added with ``+``/``++``
+    on the command line, which would otherwise be silently ignored.
+    """
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg, resolve=False))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"config does not match the schema: {e}".splitlines()[0]) from None
 
 
 def register_configs() -> None:

@@ -57,5 +57,5 @@ def build_allcnn_b(cfg, num_classes: int) -> PaperNet:
         if p.index == DROPOUT_AFTER and cfg.dropout > 0:
             mods.append((f"drop{p.index}", nn.Dropout(cfg.dropout)))
     net = PaperNet("allcnn_b", plan, nn.Sequential(OrderedDict(mods)), GlobalAvgPool(), num_classes)
-    init_convs_(net, cfg.init)
+    init_convs_(net, cfg.init, cfg.init_scale)
     return net

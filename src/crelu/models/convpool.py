@@ -57,5 +57,5 @@ def build_convpool_c(cfg, num_classes: int) -> PaperNet:
             if cfg.dropout > 0:
                 mods.append((f"drop_pool{j}", nn.Dropout(cfg.dropout)))
     net = PaperNet("convpool_c", plan, nn.Sequential(OrderedDict(mods)), GlobalAvgPool(), num_classes)
-    init_convs_(net, cfg.init)
+    init_convs_(net, cfg.init, cfg.init_scale)
     return net

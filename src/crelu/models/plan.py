@@ -115,7 +115,7 @@ def resolve_plan(
                     f"{num_classes} classes. The classifier conv's consumer is the global average pool that makes "
                     f"the logits, so its output channels must equal the class count: remove conv{spec.index} from "
                     f"model.activation_layers.{act}"
-                    + (f" or also list it in model.halve_layers ({num_classes // factor} filters)" if factor == 2 else "")
+                    + (f" or also list it in model.halve_layers ({num_classes // 2} filters)" if factor == 2 else "")
                 )
         else:
             filters = int(round(spec.filters * width_mult))

@@ -57,5 +57,5 @@ def build_vgg(cfg, num_classes: int) -> PaperNet:
         nn.Linear(512, num_classes),
     )
     net = PaperNet("vgg", plan, nn.Sequential(OrderedDict(mods)), head, num_classes)
-    init_convs_(net, cfg.init)
+    init_convs_(net, cfg.init, cfg.init_scale)
     return net

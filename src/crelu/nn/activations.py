@@ -107,6 +107,14 @@ class CReLU(nn.Module):
         return f"dim={self.dim}"
 
 
+@register_activation("identity", fan_in_gain=1.0)
+class Identity(nn.Module):
+    """No non-linearity (e.g. ``model.classifier_activation=identity`` for plain logits)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+
 @register_activation("avr", fan_in_gain=1.0)
 class AVR(nn.Module):
     """Absolute value rectification |x| = relu(x) + relu(-x) (Jarrett et al. 2009)."""

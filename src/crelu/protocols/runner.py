@@ -20,6 +20,7 @@ import logging
 
 from omegaconf import DictConfig, OmegaConf
 
+from crelu.config.schema import validate_config
 from crelu.protocols.single import phase1_target
 from crelu.results.record import RecordError, RunRecord, load_record, now_iso
 from crelu.results.runkey import run_meta
@@ -105,6 +106,7 @@ def resolve_job(cfg: DictConfig) -> DictConfig:
 
 def run(cfg: DictConfig) -> RunResult:
     """Run the job ``cfg`` describes under its protocol."""
+    validate_config(cfg)
     cfg = resolve_job(cfg)
     if cfg.protocol.name == "single" and cfg.protocol.phase is None:
         return run_single(cfg)

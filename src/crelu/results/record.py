@@ -100,7 +100,8 @@ def load_record(run_dir: str | os.PathLike) -> RunRecord:
     if version != RECORD_SCHEMA_VERSION:
         raise RecordError(
             f"{path} was written with record schema {version!r}; this version of crelu-repro reads schema "
-            f"{RECORD_SCHEMA_VERSION}. Re-run it (output.overwrite=true) or aggregate it with the version that wrote it."
+            f"{RECORD_SCHEMA_VERSION}. Re-run it (output.overwrite=true) or aggregate it with the version that "
+            "wrote it."
         )
     return RunRecord(run_dir, data)
 

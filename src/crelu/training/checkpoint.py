@@ -88,7 +88,10 @@ def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"
             raise CheckpointError(f"no checkpoint in {path}")
     else:
         state = _read(path, map_location)
-    cfg = OmegaConf.create(state["config"])
+    from crelu.config.schema import Config
+
+    # merge onto the current schema: checkpoints written before a field existed get its default
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), state["config"])
     model = build_model(cfg.model, cfg.dataset.num_classes)
     model.load_state_dict(state["model"])
     return model.to(map_location).eval(), cfg

@@ -180,10 +180,12 @@ def _finalise(cfg, model, step_model, data, record: RunRecord, best, stop_reason
     last = record.epochs[-1] if record.epochs else {}
     test, logits, labels = evaluate(step_model, data.evals["test"], device=device, amp_dtype=amp_dtype,
                                     keep_logits=cfg.train.save_logits)
-    train_eval, _, _ = evaluate(step_model, data.evals["train_eval"], device=device, amp_dtype=amp_dtype)
     final = {"epoch": len(record.epochs), "train_loss": last.get("train_loss"),
-             "train_error": last.get("train_error"), **_stats_dict("test", test),
-             **_stats_dict("train_eval", train_eval), "stop_reason": stop_reason}
+             "train_error": last.get("train_error"), **_stats_dict("test", test), "stop_reason": stop_reason}
+    if "train_eval" in data.evals:  # eval-mode pass over the training images (Single's L*, Table 1 train)
+        train_eval, _, _ = evaluate(step_model, data.evals["train_eval"], device=device, amp_dtype=amp_dtype)
+        final.update(_stats_dict("train_eval", train_eval))
+    final.update(data.final_metrics(step_model, device=device, amp_dtype=amp_dtype))
     if "val" in data.evals:
         val, _, _ = evaluate(step_model, data.evals["val"], device=device, amp_dtype=amp_dtype)
         final.update(_stats_dict("val", val))

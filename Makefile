@@ -1,0 +1,79 @@
+# crelu-repro: every command a user needs. `make help` lists them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON   ?= $(shell if [ -x .venv/bin/python ]; then echo .venv/bin/python; else echo python3; fi)
+PROFILE  ?= paper          # paper (the paper's schedules, for GPUs) | smoke (tiny, same code path, CPU minutes)
+LAUNCHER ?= basic          # basic (sequential) | joblib (local parallel) | slurm (submitit)
+DRY_RUN  ?=                # DRY_RUN=1: print the job list and a GPU-hours estimate instead of running
+ARGS     ?=                # extra Hydra overrides for every job, e.g. ARGS="logger=wandb train.seed=1"
+FOLDS_paper := 10
+FOLDS_smoke := 3
+PROFILE_ := $(strip $(PROFILE))
+FOLDS    := $(or $(FOLDS_$(PROFILE_)),10)
+JOBS     := single,$(shell seq -s, -f 'fold%g' 0 $$(( $(FOLDS) - 1 )))
+RUNS     := results/runs/$(PROFILE_)
+TABLES   := $(if $(filter paper,$(PROFILE_)),results,results/$(PROFILE_))
+# Smoke runs read generated data unless you point them elsewhere (CIFAR-10 may be the real subset).
+SMOKE_DATA ?= data/generated
+SMOKE_ENV = CRELU_DATA_ROOT=$${CRELU_DATA_ROOT:-$(SMOKE_DATA)} CRELU_CIFAR100_ROOT=$${CRELU_CIFAR100_ROOT:-$(SMOKE_DATA)}
+RUN_ENV  = $(if $(filter smoke,$(PROFILE_)),$(SMOKE_ENV),)
+
+.PHONY: help install venv test test-fast lint format params table1 table2 tables smoke-data figures \
+        plan-table1 plan-table2 clean
+
+help: ## list every target
+	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@echo "  variables: PROFILE=paper|smoke  LAUNCHER=basic|joblib|slurm  DRY_RUN=1  ARGS='hydra overrides'"
+
+install: ## install the package, pinned torch/torchvision and dev tools into the active Python (or .venv)
+	$(PYTHON) -m pip install --upgrade pip
+	$(PYTHON) -m pip install -e ".[dev]"
+	@$(PYTHON) -c "import torch, torchvision, hydra, crelu; print('installed: torch', torch.__version__, '| torchvision', torchvision.__version__, '| hydra', hydra.__version__, '| crelu', crelu.__version__)"
+
+venv: ## create .venv (later targets use it automatically); then run `make install`
+	python3 -m venv .venv
+
+test: ## run the whole test suite and the linter (CPU, a few minutes)
+	$(PYTHON) -m pytest -q
+	$(PYTHON) -m ruff check src tests scripts
+
+test-fast: ## the test suite without the end-to-end table tests
+	$(PYTHON) -m pytest -q -m "not slow"
+
+lint: ## ruff
+	$(PYTHON) -m ruff check src tests scripts
+
+format: ## ruff --fix
+	$(PYTHON) -m ruff check --fix src tests scripts
+
+params: ## parameter count of every paper model vs the paper -> results/params.{csv,md}
+	$(PYTHON) -m crelu.tables params --out results
+
+smoke-data: ## generate CIFAR-10/100 copies in the official layout under data/generated (for PROFILE=smoke)
+	$(PYTHON) scripts/make_fake_cifar.py --out $(SMOKE_DATA)
+
+table1: ## Table 1 (ConvPool-CNN-C, CIFAR-10/100): sweep + aggregation -> results/table1.{md,csv,tex}
+	@$(MAKE) --no-print-directory _table T=table1
+
+table2: ## Table 2 (VGG, CIFAR-10/100): sweep + aggregation -> results/table2.{md,csv,tex}
+	@$(MAKE) --no-print-directory _table T=table2
+
+_table:
+ifeq ($(strip $(DRY_RUN)),1)
+	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(PROFILE_) --jobs $(JOBS) $(ARGS)
+else
+	$(if $(filter smoke,$(PROFILE_)),@[ -d "$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}/cifar-10-batches-py" ] && [ -d "$${CRELU_CIFAR100_ROOT:-$(SMOKE_DATA)}/cifar-100-python" ] || $(MAKE) --no-print-directory smoke-data,)
+	$(RUN_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(PROFILE_) protocol.job=$(JOBS) \
+	    hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
+	$(PYTHON) -m crelu.tables $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
+endif
+
+tables: ## rebuild every table from the run records on disk (no training)
+	$(PYTHON) -m crelu.tables all --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
+
+figures: ## the paper's figures and Table 6 from finished checkpoints -> results/figures/
+	$(PYTHON) -m crelu.analysis all --runs $(RUNS) --out $(TABLES)/figures
+
+clean: ## remove Hydra logs and smoke outputs (never touches results/runs/paper)
+	rm -rf results/hydra results/smoke results/runs/smoke outputs multirun .pytest_cache
