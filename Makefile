@@ -20,7 +20,7 @@ SMOKE_ENV = CRELU_DATA_ROOT=$${CRELU_DATA_ROOT:-$(SMOKE_DATA)} CRELU_CIFAR100_RO
 RUN_ENV  = $(if $(filter smoke,$(PROFILE_)),$(SMOKE_ENV),)
 
 .PHONY: help install venv test test-fast lint format params table1 table2 tables smoke-data figures \
-        plan-table1 plan-table2 clean
+        stress clean
 
 help: ## list every target
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,6 +74,9 @@ tables: ## rebuild every table from the run records on disk (no training)
 
 figures: ## the paper's figures and Table 6 from finished checkpoints -> results/figures/
 	$(PYTHON) -m crelu.analysis all --runs $(RUNS) --out $(TABLES)/figures
+
+stress: ## chaos test: a small sweep SIGKILLed at random points must end bit-identical (CPU, ~2 min)
+	$(PYTHON) scripts/stress.py --kills 3
 
 clean: ## remove Hydra logs and smoke outputs (never touches results/runs/paper)
 	rm -rf results/hydra results/smoke results/runs/smoke outputs multirun .pytest_cache

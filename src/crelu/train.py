@@ -37,6 +37,7 @@ def main(cfg: DictConfig) -> float | None:
     from crelu.data.cifar import DataNotFoundError
     from crelu.models.plan import ModelConfigError
     from crelu.protocols.runner import SkippedJob, run
+    from crelu.results.record import RecordError
     from crelu.training.checkpoint import CheckpointError
     from crelu.training.engine import DivergedError
 
@@ -45,7 +46,7 @@ def main(cfg: DictConfig) -> float | None:
     except SkippedJob as e:
         log.info("nothing to do: %s", e)
         return None
-    except (DataNotFoundError, ModelConfigError, CheckpointError, DivergedError, ValueError) as e:
+    except (DataNotFoundError, ModelConfigError, CheckpointError, DivergedError, RecordError, ValueError) as e:
         print(f"\ncrelu-train: error: {e}", file=sys.stderr, flush=True)
         if _in_sweep() and isinstance(e, DivergedError):
             # one diverged job must not stop a table sweep: its record says "failed" and the table shows the gap

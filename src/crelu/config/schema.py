@@ -90,7 +90,8 @@ class TrainConfig:
     log_every: int = 50  # progress-bar refresh of the running loss (one host sync every N steps)
     quiet: bool = False  # no progress bars (sweeps)
     save_logits: bool = True
-    checkpoint: bool = True  # keep a resumable checkpoint during training
+    checkpoint: bool = True  # keep a resumable checkpoint during training (every epoch)
+    checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch (long ImageNet epochs)
     threads: int | None = None  # torch CPU threads
 
 

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crelu.config.schema import validate_config
 from crelu.protocols.single import phase1_target
-from crelu.results.record import RecordError, RunRecord, load_record, now_iso
+from crelu.results.record import RecordError, RunRecord, SchemaVersionError, load_record, now_iso
 from crelu.results.runkey import run_meta
 from crelu.training.trainer import RunResult, resolve_run_dir, train
 
@@ -47,6 +47,8 @@ def run_single(cfg: DictConfig) -> RunResult:
             if rec.status == "finished":
                 log.info("finished Single run found at %s: skipping", top)
                 return RunResult(top, "finished", rec.final, skipped=True, record=rec.data)
+        except SchemaVersionError:
+            raise
         except RecordError:
             pass
     elif top.exists():

@@ -47,6 +47,10 @@ class RecordError(RuntimeError):
     """A run record that cannot be used (missing, unreadable, or written by an incompatible schema)."""
 
 
+class SchemaVersionError(RecordError):
+    """A run record written by another record-schema version: never overwritten silently."""
+
+
 def now_iso() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -98,7 +102,7 @@ def load_record(run_dir: str | os.PathLike) -> RunRecord:
         raise RecordError(f"unreadable run record {path}: {e}") from None
     version = data.get("schema_version")
     if version != RECORD_SCHEMA_VERSION:
-        raise RecordError(
+        raise SchemaVersionError(
             f"{path} was written with record schema {version!r}; this version of crelu-repro reads schema "
             f"{RECORD_SCHEMA_VERSION}. Re-run it (output.overwrite=true) or aggregate it with the version that "
             "wrote it."

@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 
 # Fields that do not change what is computed, so they do not enter the hash.
 _UNHASHED_TRAIN = {"quiet", "log_every", "device", "threads", "checkpoint", "save_logits", "eval_batch_size",
-                   "compile"}
+                   "compile", "checkpoint_every_steps"}
 _UNHASHED_DATASET = {"root", "download", "allow_modified", "workers"}
 _UNHASHED_PROTOCOL = {"phase", "target_loss", "job"}
 

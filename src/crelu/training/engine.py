@@ -39,17 +39,43 @@ def _autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
+@dataclass
+class EpochProgress:
+    """Where an epoch stands: steps done and the running sums (restored by a mid-epoch resume)."""
+
+    step: int = 0
+    loss_sum: float = 0.0
+    wrong: int = 0
+    n: int = 0
+    time_s: float = 0.0
+
+
 def train_epoch(model, optimizer, batches, *, gen: torch.Generator, device: torch.device,
                 amp_dtype: torch.dtype | None, max_steps: int | None = None, log_every: int = 50,
-                desc: str = "train", quiet: bool = False) -> EpochStats:
+                desc: str = "train", quiet: bool = False, progress: EpochProgress | None = None,
+                checkpoint_every: int | None = None, on_checkpoint=None, stop_requested=None) -> EpochStats:
+    """One epoch of SGD.  ``gen`` must be in its epoch-start state (it draws the epoch's order and augmentation).
+
+    Mid-epoch resume: ``progress`` (from a checkpoint) skips the steps already done -- the same permutation is
+    redrawn from the epoch-start generator state -- and continues the running sums.  ``on_checkpoint(p)`` is
+    called with an :class:`EpochProgress` every ``checkpoint_every`` steps and, when ``stop_requested()``
+    turns true (a preemption signal), once more before :class:`~crelu.training.preemption.Preempted` is raised
+    by the callback's owner.
+    """
     model.train()
-    loss_sum = torch.zeros((), device=device, dtype=torch.float64)
-    wrong = torch.zeros((), device=device, dtype=torch.int64)
-    n = 0
+    p = progress or EpochProgress()
+    loss_sum = torch.full((), p.loss_sum, device=device, dtype=torch.float64)
+    wrong = torch.full((), p.wrong, device=device, dtype=torch.int64)
+    n = p.n
     total = len(batches) if max_steps is None else min(len(batches), max_steps)
-    bar = tqdm(total=total, desc=desc, leave=False, disable=quiet, unit="step", dynamic_ncols=True)
-    t0 = time.perf_counter()
-    for step, (x, y) in enumerate(batches.epoch(gen, max_steps), 1):
+    bar = tqdm(total=total, initial=p.step, desc=desc, leave=False, disable=quiet, unit="step", dynamic_ncols=True)
+    t0 = time.perf_counter() - p.time_s
+    it = batches.epoch(gen, max_steps, start=p.step) if p.step else batches.epoch(gen, max_steps)
+
+    def snapshot(step: int) -> EpochProgress:
+        return EpochProgress(step, loss_sum.item(), int(wrong.item()), n, time.perf_counter() - t0)
+
+    for step, (x, y) in enumerate(it, p.step + 1):
         with _autocast(device, amp_dtype):
             logits = model(x)
         loss = F.cross_entropy(logits.float(), y)
@@ -64,6 +90,10 @@ def train_epoch(model, optimizer, batches, *, gen: torch.Generator, device: torc
         if not quiet and (step % log_every == 0 or step == total):
             running = (loss_sum / n).item()  # one sync per log_every steps, for the bar only
             bar.set_postfix(loss=f"{running:.4f}", img_s=f"{n / (time.perf_counter() - t0):.0f}")
+        if on_checkpoint is not None and step < total and (
+                (stop_requested is not None and stop_requested())
+                or (checkpoint_every and step % checkpoint_every == 0)):
+            on_checkpoint(snapshot(step))
     bar.close()
     mean_loss = (loss_sum / max(n, 1)).item()
     if not math.isfinite(mean_loss):

@@ -11,6 +11,7 @@ is marked finished.  A NaN/Inf loss stops the run, records the failure, keeps th
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import shutil
 import time
@@ -24,13 +25,14 @@ from omegaconf import DictConfig, OmegaConf
 from crelu.data import build_data
 from crelu.models import build_model
 from crelu.results.io import atomic_torch_save
-from crelu.results.record import LOGITS_NAME, RecordError, RunRecord, load_record, now_iso
+from crelu.results.record import LOGITS_NAME, RecordError, RunRecord, SchemaVersionError, load_record, now_iso
 from crelu.results.runkey import run_key, run_meta
 from crelu.training import environment as env
 from crelu.training.checkpoint import CKPT_NAME, load_latest, save_checkpoint
-from crelu.training.engine import DivergedError, EpochStats, evaluate, train_epoch
+from crelu.training.engine import DivergedError, EpochProgress, EpochStats, evaluate, train_epoch
 from crelu.training.loggers import make_logger
 from crelu.training.optim import build_optimizer, lr_at, set_lr
+from crelu.training.preemption import Preempted, PreemptionGuard
 
 log = logging.getLogger(__name__)
 
@@ -77,8 +79,10 @@ def train(cfg: DictConfig) -> RunResult:
     if (run_dir / "run.json").exists() and not cfg.output.overwrite:
         try:
             rec = load_record(run_dir)
+        except SchemaVersionError:
+            raise  # written by another version of the suite: never overwritten silently
         except RecordError as e:
-            log.warning("%s; starting the run again", e)
+            log.warning("%s; continuing from the checkpoint if there is one", e)
         else:
             if rec.status == "finished":
                 log.info("finished run found at %s: skipping (output.overwrite=true re-runs it)", run_dir)
@@ -104,7 +108,7 @@ def train(cfg: DictConfig) -> RunResult:
     step_model = torch.compile(model) if cfg.train.compile else model
 
     record = _fresh_record(cfg, run_dir, key, model, device, data)
-    start_epoch, best = 0, None
+    start_epoch, best, progress = 0, None, None
     state = load_latest(run_dir, map_location=device) if cfg.train.checkpoint else None
     if state is not None:
         model.load_state_dict(state["model"])
@@ -114,8 +118,13 @@ def train(cfg: DictConfig) -> RunResult:
         record.data["epochs"] = state["record"]["epochs"][:start_epoch]
         record.data["started_at"] = state["record"]["started_at"]
         record.data["wall_time_s"] = state["record"]["wall_time_s"]
+        record.data["resumes"] = [*state["record"].get("resumes", []), {"epoch": start_epoch, "at": now_iso()}]
         best = state.get("best")
-        log.info("resuming %s from epoch %d", run_dir, start_epoch)
+        if state.get("mid_epoch"):  # redraw the epoch's order from its start state, skip the steps done
+            progress = EpochProgress(**state["mid_epoch"]["progress"])
+            gen.set_state(state["mid_epoch"]["gen_state"])
+        log.info("resuming %s from epoch %d%s", run_dir, start_epoch,
+                 f" step {progress.step}" if progress else "")
     record.save()
 
     logger = make_logger(cfg.logger, record.meta, key, record.data["config"])
@@ -123,13 +132,34 @@ def train(cfg: DictConfig) -> RunResult:
     target = cfg.protocol.target_loss if cfg.protocol.phase == "phase2" else None
     stop_reason = "schedule_end"
     t_run = time.perf_counter() - record.data["wall_time_s"]
+    def state_dict(epochs_done: int, **extra) -> dict[str, Any]:
+        return {"epoch": epochs_done, "config": record.data["config"], "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(), "rng": env.rng_state(gen), "record": record.data,
+                "best": best, **extra}
+
+    guard = PreemptionGuard().__enter__()
     try:
         for epoch in range(start_epoch, epochs):
             lr = lr_at(cfg.schedule, cfg.optim.lr, epoch)
             set_lr(optimizer, lr)
+            gen_at_epoch_start = gen.get_state()
+
+            def mid_epoch_checkpoint(p: EpochProgress, epoch=epoch, gen_state=gen_at_epoch_start) -> None:
+                if cfg.train.checkpoint:
+                    save_checkpoint(run_dir, state_dict(epoch, mid_epoch={"progress": dataclasses.asdict(p),
+                                                                          "gen_state": gen_state}))
+                if guard.requested:
+                    if guard.under_submitit(guard.signum) and guard.signum != guard.usr1:
+                        guard.signum = None  # SIGTERM under submitit: checkpointed, keep going (USR1 follows)
+                    else:
+                        raise Preempted(guard.signum)
+
             tr = train_epoch(step_model, optimizer, data.train, gen=gen, device=device, amp_dtype=amp_dtype,
                              max_steps=cfg.train.max_steps_per_epoch, log_every=cfg.train.log_every,
-                             desc=f"epoch {epoch + 1}/{epochs}", quiet=cfg.train.quiet)
+                             desc=f"epoch {epoch + 1}/{epochs}", quiet=cfg.train.quiet, progress=progress,
+                             checkpoint_every=cfg.train.checkpoint_every_steps, on_checkpoint=mid_epoch_checkpoint,
+                             stop_requested=lambda: guard.requested)
+            progress = None
             row: dict[str, Any] = {"epoch": epoch + 1, "lr": lr, **_stats_dict("train", tr)}
             for name in ("val", "test"):
                 if name in data.evals:
@@ -147,13 +177,16 @@ def train(cfg: DictConfig) -> RunResult:
                 print(f"[{key}] epoch {epoch + 1}/{epochs} {msg}", flush=True)
             logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
             if cfg.train.checkpoint:
-                save_checkpoint(run_dir, {"epoch": epoch + 1, "config": record.data["config"],
-                                          "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                                          "rng": env.rng_state(gen), "record": record.data, "best": best})
+                save_checkpoint(run_dir, state_dict(epoch + 1))
             record.save()
             if target is not None and row.get("val_loss", float("inf")) <= target:
                 stop_reason = "target_loss_reached"
                 break
+            if guard.requested and not (guard.under_submitit(guard.signum) and guard.signum != guard.usr1):
+                raise Preempted(guard.signum)  # the epoch-end checkpoint above is the resume point
+    except Preempted as e:
+        _fail(record, e, len(record.epochs), logger, status="interrupted")
+        guard.hand_over(e.signum)
     except DivergedError as e:
         _fail(record, e, len(record.epochs), logger)
         raise DivergedError(f"{e} in epoch {len(record.epochs) + 1} of {run_dir}; the last good checkpoint "
@@ -161,6 +194,8 @@ def train(cfg: DictConfig) -> RunResult:
     except BaseException as e:
         _fail(record, e, len(record.epochs), logger)
         raise
+    finally:
+        guard.__exit__()
 
     final = _finalise(cfg, model, step_model, data, record, best, stop_reason, device, amp_dtype)
     logger.summary(final)
@@ -168,8 +203,8 @@ def train(cfg: DictConfig) -> RunResult:
     return RunResult(run_dir, "finished", final, resumed_from_epoch=start_epoch, record=record.data)
 
 
-def _fail(record: RunRecord, e: BaseException, epoch: int, logger) -> None:
-    record.data["status"] = "failed" if not isinstance(e, KeyboardInterrupt) else "interrupted"
+def _fail(record: RunRecord, e: BaseException, epoch: int, logger, status: str | None = None) -> None:
+    record.data["status"] = status or ("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
     record.data["failure"] = {"type": type(e).__name__, "message": str(e), "epoch": epoch + 1, "at": now_iso()}
     record.save()
     logger.finish(1)

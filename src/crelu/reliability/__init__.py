@@ -1,0 +1,1 @@
+"""Reliability tooling: kill/relaunch harness used by ``make stress`` and the preemption tests."""
