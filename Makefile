@@ -19,8 +19,8 @@ SMOKE_DATA ?= data/generated
 SMOKE_ENV = CRELU_DATA_ROOT=$${CRELU_DATA_ROOT:-$(SMOKE_DATA)} CRELU_CIFAR100_ROOT=$${CRELU_CIFAR100_ROOT:-$(SMOKE_DATA)}
 RUN_ENV  = $(if $(filter smoke,$(PROFILE_)),$(SMOKE_ENV),)
 
-.PHONY: help install venv test test-fast lint format params table1 table2 tables smoke-data figures \
-        stress clean
+.PHONY: help install venv test test-fast lint format params table1 table2 table4 table5 tables smoke-data \
+        figures stress clean _imagenet_table
 
 help: ## list every target
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,29 @@ ifeq ($(strip $(DRY_RUN)),1)
 else
 	$(if $(filter smoke,$(PROFILE_)),@[ -d "$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}/cifar-10-batches-py" ] && [ -d "$${CRELU_CIFAR100_ROOT:-$(SMOKE_DATA)}/cifar-100-python" ] || $(MAKE) --no-print-directory smoke-data,)
 	$(RUN_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(PROFILE_) protocol.job=$(JOBS) \
+	    hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
+	$(PYTHON) -m crelu.tables $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
+endif
+
+# ImageNet tables (protocol full, no folds).  PROFILE=smoke runs profile=smoke_imagenet on a tiny generated
+# ImageFolder (scripts/make_tiny_imagenet.py, written on first use) unless CRELU_IMAGENET_ROOT is set.
+SMOKE_IMAGENET ?= $(SMOKE_DATA)/imagenet
+IMAGENET_PROFILE = $(if $(filter smoke,$(PROFILE_)),smoke_imagenet,$(PROFILE_))
+IMAGENET_ENV = $(if $(filter smoke,$(PROFILE_)),CRELU_IMAGENET_ROOT=$${CRELU_IMAGENET_ROOT:-$(SMOKE_IMAGENET)},)
+
+table4: ## Table 4 (All-CNN-B rows, ImageNet; multi-GPU: see crelu.training.distributed) -> results/table4.*
+	@$(MAKE) --no-print-directory _imagenet_table T=table4
+
+table5: ## Table 5 (ImageNet comparison; reuses the Table 4 runs) -> results/table5.{md,csv,tex}
+	@$(MAKE) --no-print-directory _imagenet_table T=table5
+
+_imagenet_table:
+ifeq ($(strip $(DRY_RUN)),1)
+	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(IMAGENET_PROFILE) $(ARGS)
+else
+	$(if $(filter smoke,$(PROFILE_)),@[ -n "$${CRELU_IMAGENET_ROOT}" ] || [ -d "$(SMOKE_IMAGENET)/val" ] || \
+	    $(PYTHON) scripts/make_tiny_imagenet.py --out $(SMOKE_IMAGENET),)
+	$(IMAGENET_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(IMAGENET_PROFILE) \
 	    hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
 	$(PYTHON) -m crelu.tables $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
 endif

@@ -155,3 +155,17 @@ def test_data_root_comes_from_env_and_cli_wins(monkeypatch):
 
 def test_config_dir_is_the_repository_configs():
     assert config_dir() == Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_run_keys_are_deterministic_distinct_and_ignore_logging():
+    from crelu.results.runkey import config_hash, run_key
+
+    a = compose_config(["experiment=table1/crelu", "protocol=kfold", "protocol.fold=3"])
+    assert run_key(a) == run_key(compose_config(["experiment=table1/crelu", "protocol=kfold", "protocol.fold=3",
+                                                 "logger=wandb", "train.quiet=true", "dataset.root=/x"]))
+    keys = {run_key(compose_config(["experiment=table1/crelu", "protocol=kfold", f"protocol.fold={f}"]))
+            for f in range(10)}
+    assert len(keys) == 10
+    assert config_hash(a) != config_hash(compose_config(["experiment=table1/crelu", "protocol=kfold",
+                                                         "protocol.fold=3", "optim.lr=0.05"]))
+    assert run_key(a).startswith("table1/crelu/cifar10/kfold-3/seed0-")

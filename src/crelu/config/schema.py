@@ -107,6 +107,7 @@ class ProtocolConfig:
     target_loss: float | None = None  # single phase 2: L* from phase 1 (set by the runner)
     eval_mode: str = "center"  # imagenet: center | tenpatch | both
     job: str | None = None  # table sweeps: "single" or "fold<K>" picks the protocol and fold of one job
+    pack: int = 1  # kfold: train folds fold..fold+pack-1 together as one stacked network (crelu.training.packed)
 
 
 @dataclass

@@ -110,6 +110,12 @@ def run(cfg: DictConfig) -> RunResult:
     """Run the job ``cfg`` describes under its protocol."""
     validate_config(cfg)
     cfg = resolve_job(cfg)
+    if cfg.protocol.pack != 1:  # k-fold: this job trains folds fold..fold+pack-1 together (crelu.training.packed)
+        from crelu.training.packed import run_packed, unpacked_config
+
+        if cfg.protocol.name == "kfold":
+            return run_packed(cfg)
+        cfg = unpacked_config(cfg)  # other protocols ignore pack (and keep their ordinary run key)
     if cfg.protocol.name == "single" and cfg.protocol.phase is None:
         return run_single(cfg)
     return train(cfg)

@@ -21,20 +21,33 @@ _UNHASHED_DATASET = {"root", "download", "allow_modified", "workers"}
 _UNHASHED_PROTOCOL = {"phase", "target_loss", "job"}
 
 
+_MISSING = object()
+
+
 def _plain(cfg: DictConfig | dict) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
+_SKIP = {"dataset": _UNHASHED_DATASET, "model": set(), "optim": set(), "schedule": set(), "train": _UNHASHED_TRAIN,
+         "protocol": _UNHASHED_PROTOCOL}
+
+
+def _schema_defaults() -> dict[str, Any]:
+    from crelu.config.schema import Config
+
+    return OmegaConf.to_container(OmegaConf.structured(Config))
+
+
 def config_hash(cfg: DictConfig | dict) -> str:
-    """8-hex digest of the result-determining part of the config."""
-    c = _plain(cfg)
+    """8-hex digest of the result-determining part of the config.
+
+    Only values that differ from the schema's defaults enter the digest, so a later version of the suite that
+    adds a field (whose default keeps the old behaviour) still finds the runs of an earlier version.
+    """
+    c, defaults = _plain(cfg), _schema_defaults()
     keyed = {
-        "dataset": {k: v for k, v in c["dataset"].items() if k not in _UNHASHED_DATASET},
-        "model": c["model"],
-        "optim": c["optim"],
-        "schedule": c["schedule"],
-        "train": {k: v for k, v in c["train"].items() if k not in _UNHASHED_TRAIN},
-        "protocol": {k: v for k, v in c["protocol"].items() if k not in _UNHASHED_PROTOCOL},
+        group: {k: v for k, v in c[group].items() if k not in skip and v != defaults[group].get(k, _MISSING)}
+        for group, skip in _SKIP.items()
     }
     blob = json.dumps(keyed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
