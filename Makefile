@@ -95,8 +95,11 @@ endif
 tables: ## rebuild every table from the run records on disk (no training)
 	$(PYTHON) -m crelu.tables all --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
 
-figures: ## the paper's figures and Table 6 from finished checkpoints -> results/figures/
-	$(PYTHON) -m crelu.analysis all --runs $(RUNS) --out $(TABLES)/figures
+FIGURE_ARGS_smoke := --inv-images 300 --inv-top 20 --recon-images 1 --cg-iters 60
+
+figures: ## the paper's figures and Table 6 from finished checkpoints -> results/figures/, results/table6.md
+	$(RUN_ENV) $(PYTHON) -m crelu.analysis all --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)/figures \
+	    --results $(TABLES) $(FIGURE_ARGS_$(PROFILE_))
 
 stress: ## chaos test: a small sweep SIGKILLed at random points must end bit-identical (CPU, ~2 min)
 	$(PYTHON) scripts/stress.py --kills 3

@@ -169,3 +169,28 @@ def test_run_keys_are_deterministic_distinct_and_ignore_logging():
     assert config_hash(a) != config_hash(compose_config(["experiment=table1/crelu", "protocol=kfold",
                                                          "protocol.fold=3", "optim.lr=0.05"]))
     assert run_key(a).startswith("table1/crelu/cifar10/kfold-3/seed0-")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "match"),
+    [
+        (["experiment=table4/baseline", "dataset=cifar10"], "allcnn_b.*cannot take 32x32 inputs of dataset 'cifar10'"),
+        (["experiment=table2/vgg", "dataset=imagenet"], "vgg.*cannot take 227x227"),
+    ],
+)
+def test_incompatible_dataset_model_combinations_fail_before_data_loads(overrides, match):
+    from crelu.models import check_input_size
+
+    cfg = compose_config(overrides)
+    net = build_model(cfg.model, cfg.dataset.num_classes)
+    with pytest.raises(ModelConfigError, match=match):
+        check_input_size(net, cfg.dataset.image_size, cfg.dataset.name)
+
+
+def test_paper_combinations_pass_the_input_size_check():
+    from crelu.models import check_input_size
+
+    for over in (["experiment=table1/crelu"], ["experiment=table2/crelu_conv1_3_5", "dataset=cifar100"],
+                 ["experiment=table4/crelu_all"]):
+        cfg = compose_config(over)
+        check_input_size(build_model(cfg.model, cfg.dataset.num_classes), cfg.dataset.image_size)

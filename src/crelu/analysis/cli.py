@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cg-iters", type=int, default=300, help="max conjugate-gradient iterations per layer")
     g = p.add_argument_group("table6")
     g.add_argument("--nonpair", choices=NONPAIR_MODES, default="all")
-    g.add_argument("--paper-table6", default=None, help="paper values (default: <results>/paper_table6.csv)")
+    g.add_argument("--paper-table6", default=None, help="paper values (default: the repo's results/paper_table6.csv)")
     return p
 
 

@@ -40,6 +40,7 @@ from crelu.analysis.runs import Context, LoadedRun
 from crelu.analysis.table6 import model_table6, read_paper_table6, write_table6
 from crelu.analysis.transforms import TrajectoryConfig
 from crelu.results.io import atomic_write_json, atomic_write_text
+from crelu.tables.reference import default_data_path
 
 CIFAR = ("cifar10", "cifar100")
 PAIRING = {
@@ -250,7 +251,7 @@ def run_table6(ctx: Context, nonpair: str = "all", paper_csv: str | Path | None 
         if not stats:
             ctx.skip(f"table6: {run.label} has no CReLU layer followed by a conv")
             continue
-        paper = _paper_table6(Path(paper_csv) if paper_csv else ctx.results / "paper_table6.csv")
+        paper = _paper_table6(Path(paper_csv) if paper_csv else default_data_path("paper_table6.csv"))
         ctx.wrote(
             write_table6(
                 stats,

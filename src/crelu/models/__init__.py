@@ -21,6 +21,32 @@ MODEL_FAMILIES: dict[str, Callable[..., PaperNet]] = {
 }
 
 
+def check_input_size(model: PaperNet, image_size: int, dataset: str = "") -> None:
+    """Run a shape-only forward (meta device, no memory, no compute) and turn a size mismatch into a clear error.
+
+    Catches incompatible dataset/model combinations before any data is loaded, e.g. All-CNN-B (which needs at
+    least 67x67 inputs) on 32x32 CIFAR images, or VGG's 512-wide classifier on 227x227 ImageNet crops.
+    """
+    import copy
+
+    import torch
+
+    probe = copy.deepcopy(model).to("meta").eval()
+    try:
+        with torch.no_grad():
+            out = probe(torch.empty(2, 3, image_size, image_size, device="meta"))
+    except RuntimeError as e:
+        raise ModelConfigError(
+            f"model family {model.family!r} cannot take {image_size}x{image_size} inputs"
+            f"{f' of dataset {dataset!r}' if dataset else ''}: {str(e).splitlines()[0]}. Use a dataset/model "
+            "combination of the paper (ConvPool-CNN-C and VGG on CIFAR, All-CNN-B on ImageNet) or change "
+            "dataset.image_size."
+        ) from None
+    if tuple(out.shape) != (2, model.num_classes):
+        raise ModelConfigError(f"model output has shape {tuple(out.shape)[1:]} per image, expected "
+                               f"({model.num_classes},) class scores for {image_size}x{image_size} inputs")
+
+
 def build_model(cfg, num_classes: int) -> PaperNet:
     """Build the network described by ``cfg`` (a ``ModelConfig`` or anything with the same fields)."""
     try:
@@ -41,6 +67,7 @@ __all__ = [
     "ModelConfigError",
     "PaperNet",
     "build_model",
+    "check_input_size",
     "format_plan",
     "resolve_plan",
 ]

@@ -25,6 +25,7 @@ from __future__ import annotations
 import copy
 from collections import OrderedDict
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -136,7 +137,7 @@ class PackedNet(nn.Module):
         # num_batches_tracked is one shared counter per BN; members that sat out steps lag behind it.
         self._bn_lag: dict[str, list[int]] = {}
         first = next(ref.parameters())
-        self.to(device=first.device)
+        self.to(device=first.device, dtype=first.dtype)
         self.load_members([m.state_dict() for m in members])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -169,10 +170,6 @@ class PackedNet(nn.Module):
                     out[i][key] = t.detach().chunk(self.k, dim=0)[i].clone()
         return out
 
-    def member_slices(self, t: torch.Tensor) -> list[torch.Tensor]:
-        """Views of member 0..K-1's part of a packed parameter-shaped tensor (gradients, momentum buffers)."""
-        return list(t.chunk(self.k, dim=0))
-
     def note_skipped_bn_step(self, members: Sequence[int]) -> None:
         """Record that ``members`` sat out a training step (their BN counters must not advance)."""
         for key in self.state_dict():
@@ -201,3 +198,21 @@ def pack(members: Sequence[PaperNet]) -> PackedNet:
 def stack_inputs(xs: Sequence[torch.Tensor]) -> torch.Tensor:
     """K member batches ``(B, C, H, W)`` -> the packed input ``(B, K*C, H, W)``."""
     return torch.cat(list(xs), dim=1)
+
+
+def split_optimizer_state(sd: dict[str, Any], k: int) -> list[dict[str, Any]]:
+    """A packed optimiser ``state_dict`` -> K member ones (parameter indices coincide: same module names and order)."""
+    def part(v: Any, i: int) -> Any:
+        return v.chunk(k, 0)[i].clone() if torch.is_tensor(v) and v.dim() > 0 else copy.deepcopy(v)
+
+    return [{"state": {idx: {n: part(v, i) for n, v in st.items()} for idx, st in sd["state"].items()},
+             "param_groups": copy.deepcopy(sd["param_groups"])} for i in range(k)]
+
+
+def merge_optimizer_states(sds: list[dict[str, Any]]) -> dict[str, Any]:
+    """K member optimiser state dicts -> the packed one (inverse of :func:`split_optimizer_state`)."""
+    state = {}
+    for idx, st in sds[0]["state"].items():
+        state[idx] = {n: torch.cat([s["state"][idx][n] for s in sds]) if torch.is_tensor(v) and v.dim() > 0
+                      else copy.deepcopy(v) for n, v in st.items()}
+    return {"state": state, "param_groups": copy.deepcopy(sds[0]["param_groups"])}

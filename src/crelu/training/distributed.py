@@ -137,9 +137,11 @@ def rank_seed(seed: int) -> int:
 
 
 def main_only(record):
-    """Make ``record.save()`` a no-op on ranks > 0 (only rank 0 writes run.json).  Returns ``record``."""
-    if not is_main():
-        record.save = lambda: None
+    """Under DDP: note ``world_size`` in the record's ``env``; on ranks > 0 ``record.save()`` does nothing."""
+    if is_distributed():
+        record.data["env"]["world_size"] = world_size()
+        if not is_main():
+            record.save = lambda: None
     return record
 
 

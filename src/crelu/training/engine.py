@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from crelu.training import distributed as ddp
+
 
 class DivergedError(FloatingPointError):
     """The training loss became NaN or Inf."""
@@ -95,6 +97,7 @@ def train_epoch(model, optimizer, batches, *, gen: torch.Generator, device: torc
                 or (checkpoint_every and step % checkpoint_every == 0)):
             on_checkpoint(snapshot(step))
     bar.close()
+    loss_sum, wrong, n = ddp.reduce_sums(loss_sum, wrong, n)  # DDP: sums over ranks (no-op in one process)
     mean_loss = (loss_sum / max(n, 1)).item()
     if not math.isfinite(mean_loss):
         raise DivergedError(f"training loss is {mean_loss} (NaN/Inf)")
@@ -123,8 +126,9 @@ def evaluate(model, batches: Iterable, *, device: torch.device, amp_dtype: torch
         if keep_logits:
             outs.append(logits.cpu())
             labels.append(y.cpu())
+    loss_sum, wrong, n = ddp.reduce_sums(loss_sum, wrong, n)  # DDP: sums over ranks (no-op in one process)
     stats = EpochStats((loss_sum / max(n, 1)).item(), 100.0 * wrong.item() / max(n, 1), n,
                        time.perf_counter() - t0)
-    if keep_logits:
-        return stats, torch.cat(outs), torch.cat(labels)
+    if keep_logits:  # DDP: every rank's block, in rank order
+        return stats, ddp.all_gather_cat(torch.cat(outs)), ddp.all_gather_cat(torch.cat(labels))
     return stats, None, None

@@ -24,12 +24,10 @@ to ordinary sequential ``train`` calls.  A member that diverges is recorded as f
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import shutil
 import time
-from typing import Any
 
 import numpy as np
 import torch
@@ -39,8 +37,8 @@ from tqdm.auto import tqdm
 
 from crelu.data import build_data
 from crelu.models import build_model
-from crelu.models.packed import PackedNet, stack_inputs
-from crelu.results.record import RecordError, load_record, now_iso
+from crelu.models.packed import PackedNet, merge_optimizer_states, split_optimizer_state, stack_inputs
+from crelu.results.record import RecordError, SchemaVersionError, load_record, now_iso
 from crelu.training import environment as env
 from crelu.training.checkpoint import load_latest, save_checkpoint
 from crelu.training.engine import DivergedError, EpochStats, _autocast
@@ -105,25 +103,6 @@ def _check_compatible(cfgs: list[DictConfig]) -> None:
 
 def _pack_seed(seed: int, folds: list[int]) -> int:
     return int(np.random.SeedSequence([seed, 0x9AC4, *folds]).generate_state(1)[0])
-
-
-# ------------------------------------------------------------------------------------ optimiser state
-def split_optimizer_state(sd: dict[str, Any], k: int) -> list[dict[str, Any]]:
-    """A packed optimiser ``state_dict`` -> K member state dicts (parameter indices coincide, see PackedNet)."""
-    def part(v: Any, i: int) -> Any:
-        return v.chunk(k, 0)[i].clone() if torch.is_tensor(v) and v.dim() > 0 else copy.deepcopy(v)
-
-    return [{"state": {idx: {n: part(v, i) for n, v in st.items()} for idx, st in sd["state"].items()},
-             "param_groups": copy.deepcopy(sd["param_groups"])} for i in range(k)]
-
-
-def merge_optimizer_states(sds: list[dict[str, Any]]) -> dict[str, Any]:
-    """K member optimiser state dicts -> the packed one (inverse of :func:`split_optimizer_state`)."""
-    state = {}
-    for idx, st in sds[0]["state"].items():
-        state[idx] = {n: torch.cat([s["state"][idx][n] for s in sds]) if torch.is_tensor(v) and v.dim() > 0
-                      else copy.deepcopy(v) for n, v in st.items()}
-    return {"state": state, "param_groups": copy.deepcopy(sds[0]["param_groups"])}
 
 
 # ------------------------------------------------------------------------------------------ hot loop
@@ -274,6 +253,8 @@ def _finished(cfg: DictConfig, run_dir) -> RunResult | None:
         return None
     try:
         rec = load_record(run_dir)
+    except SchemaVersionError:
+        raise  # written by another version of the suite: never overwritten silently (as train does)
     except RecordError as e:
         log.warning("%s; starting the run again", e)
         return None

@@ -23,10 +23,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from crelu.data import build_data
-from crelu.models import build_model
+from crelu.models import build_model, check_input_size
 from crelu.results.io import atomic_torch_save
 from crelu.results.record import LOGITS_NAME, RecordError, RunRecord, SchemaVersionError, load_record, now_iso
 from crelu.results.runkey import run_key, run_meta
+from crelu.training import distributed as ddp
 from crelu.training import environment as env
 from crelu.training.checkpoint import CKPT_NAME, load_latest, save_checkpoint
 from crelu.training.engine import DivergedError, EpochProgress, EpochStats, evaluate, train_epoch
@@ -75,6 +76,7 @@ def _fresh_record(cfg: DictConfig, run_dir: Path, key: str, model, device, data)
 
 def train(cfg: DictConfig) -> RunResult:
     """Train one run described by ``cfg`` (a composed Hydra config) and write its record."""
+    ddp.setup(cfg.train.device)  # joins the process group under torchrun/SLURM (crelu.training.distributed)
     run_dir, key = resolve_run_dir(cfg)
     if (run_dir / "run.json").exists() and not cfg.output.overwrite:
         try:
@@ -87,27 +89,31 @@ def train(cfg: DictConfig) -> RunResult:
             if rec.status == "finished":
                 log.info("finished run found at %s: skipping (output.overwrite=true re-runs it)", run_dir)
                 return RunResult(run_dir, "finished", rec.final, skipped=True, record=rec.data)
-    if cfg.output.overwrite and run_dir.exists():
+    ddp.barrier()  # DDP: every rank has read the record before rank 0 changes the directory
+    if cfg.output.overwrite and run_dir.exists() and ddp.is_main():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    ddp.barrier()
 
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = env.select_device(cfg.train.device)
+    device = ddp.local_device(env.select_device(cfg.train.device))
     amp_dtype = env.autocast_dtype(cfg.train.amp, device)
     channels_last = env.use_channels_last(cfg.train.channels_last, device)
-    env.seed_everything(cfg.train.seed, cfg.train.deterministic)
+    env.seed_everything(ddp.rank_seed(cfg.train.seed), cfg.train.deterministic)
     gen = env.data_generator(cfg.train.seed)
 
     model = build_model(cfg.model, cfg.dataset.num_classes)  # validates the architecture before data loads
-    data = build_data(cfg, device, channels_last)
+    check_input_size(model, cfg.dataset.image_size, cfg.dataset.name)
+    data = ddp.shard_bundle(build_data(cfg, device, channels_last))
     model = model.to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(cfg.optim, model.parameters())
     step_model = torch.compile(model) if cfg.train.compile else model
+    train_model = ddp.wrap(step_model, device)  # DDP: gradients averaged over ranks; step_model itself otherwise
 
-    record = _fresh_record(cfg, run_dir, key, model, device, data)
+    record = ddp.main_only(_fresh_record(cfg, run_dir, key, model, device, data))
     start_epoch, best, progress = 0, None, None
     state = load_latest(run_dir, map_location=device) if cfg.train.checkpoint else None
     if state is not None:
@@ -127,7 +133,7 @@ def train(cfg: DictConfig) -> RunResult:
                  f" step {progress.step}" if progress else "")
     record.save()
 
-    logger = make_logger(cfg.logger, record.meta, key, record.data["config"])
+    logger = make_logger(cfg.logger if ddp.is_main() else ddp.NO_LOGGER, record.meta, key, record.data["config"])
     epochs = cfg.schedule.epochs
     target = cfg.protocol.target_loss if cfg.protocol.phase == "phase2" else None
     stop_reason = "schedule_end"
@@ -145,7 +151,7 @@ def train(cfg: DictConfig) -> RunResult:
             gen_at_epoch_start = gen.get_state()
 
             def mid_epoch_checkpoint(p: EpochProgress, epoch=epoch, gen_state=gen_at_epoch_start) -> None:
-                if cfg.train.checkpoint:
+                if cfg.train.checkpoint and ddp.is_main():
                     save_checkpoint(run_dir, state_dict(epoch, mid_epoch={"progress": dataclasses.asdict(p),
                                                                           "gen_state": gen_state}))
                 if guard.requested:
@@ -154,7 +160,7 @@ def train(cfg: DictConfig) -> RunResult:
                     else:
                         raise Preempted(guard.signum)
 
-            tr = train_epoch(step_model, optimizer, data.train, gen=gen, device=device, amp_dtype=amp_dtype,
+            tr = train_epoch(train_model, optimizer, data.train, gen=gen, device=device, amp_dtype=amp_dtype,
                              max_steps=cfg.train.max_steps_per_epoch, log_every=cfg.train.log_every,
                              desc=f"epoch {epoch + 1}/{epochs}", quiet=cfg.train.quiet, progress=progress,
                              checkpoint_every=cfg.train.checkpoint_every_steps, on_checkpoint=mid_epoch_checkpoint,
@@ -172,11 +178,11 @@ def train(cfg: DictConfig) -> RunResult:
                     best is None or row["val_error"] < best["val_error"]):
                 best = {"epoch": epoch + 1, "val_error": row["val_error"],
                         "model": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
-            if not cfg.train.quiet:
+            if not cfg.train.quiet and ddp.is_main():
                 msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "time_s"))
                 print(f"[{key}] epoch {epoch + 1}/{epochs} {msg}", flush=True)
             logger.log({k: v for k, v in row.items() if k != "epoch"}, step=epoch + 1)
-            if cfg.train.checkpoint:
+            if cfg.train.checkpoint and ddp.is_main():
                 save_checkpoint(run_dir, state_dict(epoch + 1))
             record.save()
             if target is not None and row.get("val_loss", float("inf")) <= target:
@@ -232,7 +238,7 @@ def _finalise(cfg, model, step_model, data, record: RunRecord, best, stop_reason
         model.load_state_dict(current)
         final.update(best_val_epoch=best["epoch"], best_val_error=best["val_error"],
                      best_train_eval_loss=at_best.loss)
-    if logits is not None:
+    if logits is not None and ddp.is_main():
         atomic_torch_save({"logits": logits, "labels": labels}, record.run_dir / LOGITS_NAME)
         record.data["artifacts"]["test_logits"] = LOGITS_NAME
     record.data.update(status="finished", final=final, finished_at=now_iso())
