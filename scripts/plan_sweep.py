@@ -86,7 +86,8 @@ def main() -> None:
     p.add_argument("--tflops", type=float, default=100.0,
                    help="assumed achieved bf16 TFLOP/s when no benchmark is on disk (default 100)")
     p.add_argument("overrides", nargs="*")
-    a = p.parse_args()
+    a, extra = p.parse_known_args()
+    a.overrides = [*a.overrides, *extra]
     params = sweep_params(a.table)
     if a.jobs:
         params["protocol.job"] = a.jobs.split(",")

@@ -98,3 +98,19 @@ def test_table1_smoke_sweep_end_to_end(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     assert _run_jsons(tmp_path) == before  # relaunching a finished sweep trains and rewrites nothing
     assert (again.stderr + again.stdout).count("skipping") == 16
+
+
+def test_dry_run_lists_jobs_and_estimates_gpu_hours(tmp_path):
+    repo = Path(__file__).resolve().parents[1]
+    p = subprocess.run([sys.executable, str(repo / "scripts" / "plan_sweep.py"), "table2", "--profile", "paper",
+                        "--jobs", "single,fold0", f"output.root={tmp_path}"], capture_output=True, text=True,
+                       timeout=600, cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    lines = [ln for ln in p.stdout.splitlines() if "table2/" in ln]
+    assert len(lines) == 4 * 2 * 2  # rows x datasets x jobs
+    assert all(" new " in ln for ln in lines)
+    summary = p.stdout.strip().splitlines()[-1]
+    assert summary.startswith("16 jobs (0 finished, 0 unfinished, 16 new); estimated")
+    hours = float(summary.split("estimated ")[1].split(" GPU-hours")[0].replace(",", ""))
+    assert hours > 1  # 16 VGG runs of 300 epochs on 45-50k images are hours, not minutes, of GPU time
+    assert "vgg: assumed 100 TFLOP/s" in summary

@@ -17,10 +17,11 @@ def forward_flops(model: torch.nn.Module, image_size: int, channels: int = 3) ->
     return int(counter.get_total_flops())
 
 
-def train_step_flops(model: torch.nn.Module, image_size: int, batch: int = 1) -> int:
-    """FLOPs of forward + backward of ``batch`` images (counted, not the 3x rule of thumb)."""
+def train_step_flops(model: torch.nn.Module, image_size: int, batch: int = 2) -> int:
+    """FLOPs of forward + backward *per image* (counted on ``batch`` >= 2 images, as BatchNorm needs, not the
+    3x rule of thumb)."""
     x = torch.zeros(batch, 3, image_size, image_size)
     with FlopCounterMode(display=False) as counter:
         model(x).float().sum().backward()
     model.zero_grad(set_to_none=True)
-    return int(counter.get_total_flops())
+    return int(counter.get_total_flops()) // batch

@@ -1,0 +1,122 @@
+"""Build the data of one run from its config: which examples train, which validate, which test.
+
+The protocol decides the split of the official training set (PAPER_SPEC §4):
+
+* ``full``   : train on the whole training set (``dataset.train_subset`` images for smoke runs);
+* ``kfold``  : train on all folds but ``protocol.fold``, validate on that fold (stratified, ``split_seed``);
+* ``single`` : phase 1 trains on the training set minus a stratified ``protocol.holdout`` and validates on it;
+  phase 2 trains on everything and monitors the same hold-out (now part of its training set).
+
+Normalisation statistics (per channel, INFERRED granularity, PAPER_SPEC §7 #4) come from the images the run
+trains on.  Only CIFAR lives here; ImageNet has its own loader module.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from crelu.data.cifar import load_cifar
+from crelu.data.tensor_loader import TensorBatches, channel_stats, normalise
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DataBundle:
+    """Everything the training loop needs: the training batches and named evaluation sets.
+
+    ``train`` and every value of ``evals`` follow one small interface (see :class:`TensorBatches`):
+    ``epoch(gen, max_steps=None)`` yields ``(x, y)`` batches on the device, ``len()`` is the number of batches
+    of an epoch and ``num_examples`` the number of images.  Another dataset (ImageNet) provides the same
+    interface and may override :meth:`final_metrics`.
+    """
+
+    train: TensorBatches
+    evals: dict[str, TensorBatches] = field(default_factory=dict)  # "val" (optional), "test", "train_eval"
+    num_classes: int = 10
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    def final_metrics(self, model, *, device: torch.device, amp_dtype) -> dict[str, float]:
+        """Extra end-of-training metrics (ImageNet: centre-crop and 10-patch top-1/top-5); none for CIFAR."""
+        return {}
+
+    def sizes(self) -> dict[str, int]:
+        return {"train_size": self.train.num_examples,
+                **{f"{k}_size": v.num_examples for k, v in self.evals.items()}}
+
+
+def split_indices(labels: np.ndarray, protocol) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(train_idx, val_idx)`` into ``labels`` for the run's protocol (and Single phase)."""
+    from crelu.protocols.folds import holdout_split, kfold_indices
+
+    n = len(labels)
+    if protocol.name == "full":
+        return np.arange(n), None
+    if protocol.name == "kfold":
+        if protocol.fold is None or not 0 <= protocol.fold < protocol.folds:
+            raise ValueError(f"protocol.fold must be in 0..{protocol.folds - 1} for kfold, got {protocol.fold}")
+        return kfold_indices(labels, protocol.folds, protocol.fold, protocol.split_seed)
+    if protocol.name == "single":
+        if not 0 < protocol.holdout < n:
+            raise ValueError(f"protocol.holdout={protocol.holdout} must be between 1 and the {n} training images")
+        train_idx, hold_idx = holdout_split(labels, protocol.holdout, protocol.split_seed)
+        if protocol.phase == "phase2":
+            return np.arange(n), hold_idx
+        return train_idx, hold_idx
+    raise ValueError(f"unknown protocol {protocol.name!r}; use full, kfold or single")
+
+
+def build_cifar(cfg, device: torch.device, channels_last: bool = False) -> DataBundle:
+    d = cfg.dataset
+    kw = dict(download=d.download, allow_modified=d.allow_modified)
+    x_train, y_train = load_cifar(d.name, d.root, train=True, **kw)
+    x_test, y_test = load_cifar(d.name, d.root, train=False, **kw)
+    n_classes = int(max(y_train.max(), y_test.max()) + 1)
+    if n_classes > d.num_classes:
+        raise ValueError(f"{d.name} has {n_classes} classes but dataset.num_classes={d.num_classes}")
+    if d.train_subset is not None and d.train_subset < len(y_train):
+        from crelu.protocols.folds import stratified_subset
+
+        keep = stratified_subset(y_train, d.train_subset, cfg.protocol.split_seed)
+        x_train, y_train = x_train[keep], y_train[keep]
+    if d.test_subset is not None:
+        x_test, y_test = x_test[: d.test_subset], y_test[: d.test_subset]
+
+    train_idx, val_idx = split_indices(y_train, cfg.protocol)
+    xt = torch.from_numpy(x_train)
+    mean, std = channel_stats(xt[torch.from_numpy(train_idx)])
+
+    def to_dev(images: np.ndarray | torch.Tensor, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        x = torch.as_tensor(images).to(device)
+        return normalise(x, mean.to(device), std.to(device)), torch.as_tensor(labels).to(device)
+
+    xs, ys = to_dev(xt, y_train)  # the whole (subset of the) training set, normalised once
+    ti = torch.as_tensor(train_idx, device=device)
+    common = dict(batch_size=cfg.train.batch_size, channels_last=channels_last)
+    train = TensorBatches(xs.index_select(0, ti), ys.index_select(0, ti), shuffle=True,
+                          drop_last=cfg.train.drop_last, flip=d.flip, shift=d.shift, **common)
+    ev = dict(batch_size=cfg.train.eval_batch_size, shuffle=False, drop_last=False, channels_last=channels_last)
+    evals = {}
+    if val_idx is not None:
+        vi = torch.as_tensor(val_idx, device=device)
+        evals["val"] = TensorBatches(xs.index_select(0, vi), ys.index_select(0, vi), **ev)
+    evals["test"] = TensorBatches(*to_dev(x_test, y_test), **ev)
+    evals["train_eval"] = TensorBatches(train.x, train.y, **ev)  # eval mode, no augmentation (shares memory)
+    del xs, ys
+    return DataBundle(train, evals, d.num_classes, mean.tolist(), std.tolist())
+
+
+def build_data(cfg, device: torch.device, channels_last: bool = False) -> DataBundle:
+    """Dispatch on ``dataset.name``."""
+    if cfg.dataset.name in ("cifar10", "cifar100"):
+        return build_cifar(cfg, device, channels_last)
+    if cfg.dataset.name == "imagenet":
+        from crelu.data.imagenet import build_imagenet
+
+        return build_imagenet(cfg, device, channels_last)
+    raise ValueError(f"unknown dataset {cfg.dataset.name!r}; use cifar10, cifar100 or imagenet")
