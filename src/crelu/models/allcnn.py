@@ -18,7 +18,7 @@ from collections import OrderedDict
 from torch import nn
 
 from crelu.models.base import GlobalAvgPool, PaperNet, conv_block, init_convs_
-from crelu.models.plan import ConvSpec, resolve_plan, with_padding
+from crelu.models.plan import ConvSpec, plan_from_config, with_padding
 
 ALLCNN_B = [
     ConvSpec(1, 11, 4, 0, 96),
@@ -39,16 +39,7 @@ DROPOUT_AFTER = 9
 
 def build_allcnn_b(cfg, num_classes: int) -> PaperNet:
     specs = ALLCNN_B if cfg.first_padding is None else with_padding(ALLCNN_B, 1, cfg.first_padding)
-    plan = resolve_plan(
-        "allcnn_b",
-        specs,
-        num_classes=num_classes,
-        activation=cfg.activation,
-        activation_layers=cfg.activation_layers,
-        halve_layers=cfg.halve_layers,
-        width_mult=cfg.width_mult * cfg.width_scale,
-        classifier_activation=cfg.classifier_activation,
-    )
+    plan = plan_from_config("allcnn_b", specs, cfg, num_classes)
     mods: list[tuple[str, nn.Module]] = []
     if cfg.dropout_input > 0:
         mods.append(("drop_input", nn.Dropout(cfg.dropout_input)))

@@ -19,7 +19,7 @@ from collections import OrderedDict
 from torch import nn
 
 from crelu.models.base import GlobalAvgPool, PaperNet, conv_block, init_convs_
-from crelu.models.plan import ConvSpec, resolve_plan
+from crelu.models.plan import ConvSpec, plan_from_config
 
 CONVPOOL_C = [
     ConvSpec(1, 3, 1, 1, 96),
@@ -36,16 +36,7 @@ POOL_AFTER = (3, 6)
 
 
 def build_convpool_c(cfg, num_classes: int) -> PaperNet:
-    plan = resolve_plan(
-        "convpool_c",
-        CONVPOOL_C,
-        num_classes=num_classes,
-        activation=cfg.activation,
-        activation_layers=cfg.activation_layers,
-        halve_layers=cfg.halve_layers,
-        width_mult=cfg.width_mult * cfg.width_scale,
-        classifier_activation=cfg.classifier_activation,
-    )
+    plan = plan_from_config("convpool_c", CONVPOOL_C, cfg, num_classes)
     mods: list[tuple[str, nn.Module]] = []
     if cfg.dropout_input > 0:
         mods.append(("drop_input", nn.Dropout(cfg.dropout_input)))

@@ -47,6 +47,10 @@ class PackedCReLU(nn.Module):
         self.k = k
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+            z = x.permute(0, 2, 3, 1).unflatten(3, (self.k, -1))  # (B, H, W, K, F), a view of channels_last
+            y = F.relu(torch.cat((z, -z), dim=4)).flatten(3, 4)  # (B, H, W, K*2F), contiguous
+            return y.permute(0, 3, 1, 2)  # (B, K*2F, H, W), channels_last like the input
         z = x.unflatten(1, (self.k, -1))  # (B, K, F, ...)
         return F.relu(torch.cat((z, -z), dim=2)).flatten(1, 2)
 
@@ -130,14 +134,15 @@ class PackedNet(nn.Module):
         ref = members[0]
         self.k = len(members)
         self.family, self.plan, self.num_classes = ref.family, ref.plan, ref.num_classes
-        self.features = pack_module(ref.features, self.k)
-        self.head = pack_module(ref.head, self.k)
+        with torch.device("meta"):  # no init draws (the weights are copied in below), no global RNG consumed
+            self.features = pack_module(ref.features, self.k)
+            self.head = pack_module(ref.head, self.k)
         # A CPU copy of member 0 (a plain list, so not a submodule): the blueprint unpack() fills in.
         self._template = [copy.deepcopy(ref).cpu()]
         # num_batches_tracked is one shared counter per BN; members that sat out steps lag behind it.
         self._bn_lag: dict[str, list[int]] = {}
         first = next(ref.parameters())
-        self.to(device=first.device, dtype=first.dtype)
+        self.to_empty(device=first.device).to(dtype=first.dtype)
         self.load_members([m.state_dict() for m in members])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -144,6 +144,20 @@ def resolve_plan(
     return plan
 
 
+def plan_from_config(family: str, specs: Sequence[ConvSpec], cfg, num_classes: int) -> list[LayerPlan]:
+    """:func:`resolve_plan` with the placement/width fields of a ``ModelConfig``."""
+    return resolve_plan(
+        family,
+        specs,
+        num_classes=num_classes,
+        activation=cfg.activation,
+        activation_layers=cfg.activation_layers,
+        halve_layers=cfg.halve_layers,
+        width_mult=cfg.width_mult * cfg.width_scale,
+        classifier_activation=cfg.classifier_activation,
+    )
+
+
 def with_padding(specs: Sequence[ConvSpec], index: int, padding: int) -> list[ConvSpec]:
     """Return ``specs`` with conv ``index``'s padding replaced."""
     return [replace(s, padding=padding) if s.index == index else s for s in specs]

@@ -17,7 +17,7 @@ from collections import OrderedDict
 from torch import nn
 
 from crelu.models.base import PaperNet, conv_block, init_convs_
-from crelu.models.plan import ConvSpec, resolve_plan
+from crelu.models.plan import ConvSpec, plan_from_config
 
 _FILTERS = [64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512]
 VGG16 = [ConvSpec(i, 3, 1, 1, f) for i, f in enumerate(_FILTERS, 1)]
@@ -26,15 +26,7 @@ NO_DROPOUT_AFTER = POOL_AFTER  # cifar.torch: blocks right before a pool have no
 
 
 def build_vgg(cfg, num_classes: int) -> PaperNet:
-    plan = resolve_plan(
-        "vgg",
-        VGG16,
-        num_classes=num_classes,
-        activation=cfg.activation,
-        activation_layers=cfg.activation_layers,
-        halve_layers=cfg.halve_layers,
-        width_mult=cfg.width_mult * cfg.width_scale,
-    )
+    plan = plan_from_config("vgg", VGG16, cfg, num_classes)
     mods: list[tuple[str, nn.Module]] = []
     if cfg.dropout_input > 0:
         mods.append(("drop_input", nn.Dropout(cfg.dropout_input)))
