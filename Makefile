@@ -36,16 +36,16 @@ venv: ## create .venv (later targets use it automatically); then run `make insta
 
 test: ## run the whole test suite and the linter (CPU, a few minutes)
 	$(PYTHON) -m pytest -q
-	$(PYTHON) -m ruff check src tests scripts
+	$(PYTHON) -m ruff check src tests scripts benchmarks
 
 test-fast: ## the test suite without the end-to-end table tests
 	$(PYTHON) -m pytest -q -m "not slow"
 
 lint: ## ruff
-	$(PYTHON) -m ruff check src tests scripts
+	$(PYTHON) -m ruff check src tests scripts benchmarks
 
 format: ## ruff --fix
-	$(PYTHON) -m ruff check --fix src tests scripts
+	$(PYTHON) -m ruff check --fix src tests scripts benchmarks
 
 params: ## parameter count of every paper model vs the paper -> results/params.{csv,md}
 	$(PYTHON) -m crelu.tables params --out results
@@ -103,6 +103,11 @@ figures: ## the paper's figures and Table 6 from finished checkpoints -> results
 
 stress: ## chaos test: a small sweep SIGKILLed at random points must end bit-identical (CPU, ~2 min)
 	$(PYTHON) scripts/stress.py --kills 3
+
+.PHONY: bench
+BENCH_ARGS ?=
+bench: ## img/s, TFLOP/s, MFU: suite vs plain loop, packed vs sequential -> results/bench/cifar.json (BENCH_ARGS=)
+	$(PYTHON) benchmarks/bench_cifar.py $(BENCH_ARGS)
 
 clean: ## remove Hydra logs and smoke outputs (never touches results/runs/paper)
 	rm -rf results/hydra results/smoke results/runs/smoke outputs multirun .pytest_cache

@@ -52,6 +52,16 @@ def generate(out: Path, classes: int, per_class: int, size: int) -> Path:
     return mod.make_tiny_imagenet(out, classes, per_class, max(1, per_class // 8), size)
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -142,7 +152,7 @@ def main() -> None:
         del bundle
     out = {
         "device": str(device),
-        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name(),
         "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "versions": {"python": sys.version.split()[0], "torch": torch.__version__,
                      "torchvision": torchvision.__version__, "pillow": PIL.__version__},

@@ -33,12 +33,17 @@ TEST_SIZE = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 50_000}
 
 
 def measured_tflops(family: str) -> float | None:
-    """Achieved TFLOP/s for ``family`` from the newest benchmark record, if any."""
+    """Achieved TFLOP/s for ``family`` from a GPU benchmark at full width (``make bench``), if one is on disk.
+
+    CPU or reduced-width benchmark files are ignored: they say nothing about GPU-hours.
+    """
     best = None
     for path in sorted(Path("results/bench").glob("*.json")):
         try:
             data = json.loads(path.read_text())
         except (OSError, ValueError):
+            continue
+        if data.get("device_type") != "cuda" or data.get("settings", {}).get("width_scale", 1.0) != 1.0:
             continue
         for row in data.get("results", []):
             if row.get("family") == family and row.get("variant") == "suite" and row.get("tflops"):
@@ -75,6 +80,8 @@ def job_flops(cfg) -> float:
     total = epochs * per_epoch + (n_test + n_train) * fwd
     if cfg.protocol.name == "single":
         total *= 2  # two phases (upper bound: phase 2 may stop early)
+    elif cfg.protocol.name == "kfold" and cfg.protocol.pack > 1:  # one job trains folds f..f+pack-1
+        total *= min(cfg.protocol.pack, cfg.protocol.folds - cfg.protocol.fold)
     return total
 
 

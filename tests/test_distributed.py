@@ -71,9 +71,15 @@ def test_eval_shards_are_contiguous_blocks_with_the_global_size():
     assert torch.equal(got, y) and [ddp.block(11, r, 3) for r in range(3)] == [(0, 3), (3, 7), (7, 11)]
 
 
+def _clear(monkeypatch, *names: str) -> None:
+    """Unset ``names`` for one test and restore them afterwards (delenv alone forgets absent variables)."""
+    for name in names:
+        monkeypatch.setenv(name, "")
+        monkeypatch.delenv(name)
+
+
 def test_single_process_helpers_are_no_ops(monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "SLURM_NTASKS", "SLURM_PROCID"):
-        monkeypatch.delenv(var, raising=False)
+    _clear(monkeypatch, "RANK", "WORLD_SIZE", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID")
     assert ddp.setup("cpu") is False and not ddp.is_distributed()
     assert ddp.rank() == 0 and ddp.world_size() == 1 and ddp.is_main() and ddp.rank_seed(7) == 7
     a, b = torch.tensor(1.5, dtype=torch.float64), torch.tensor(3)
@@ -88,9 +94,8 @@ def test_single_process_helpers_are_no_ops(monkeypatch):
 
 
 def test_slurm_variables_become_torchrun_variables(monkeypatch):
-    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        monkeypatch.delenv(var, raising=False)
-    monkeypatch.setenv("SLURM_NTASKS", "4")
+    _clear(monkeypatch, "RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
+    monkeypatch.setenv("SLURM_STEP_NUM_TASKS", "4")
     monkeypatch.setenv("SLURM_PROCID", "3")
     monkeypatch.setenv("SLURM_LOCALID", "1")
     monkeypatch.setenv("SLURM_JOB_NODELIST", "gpu-node-7")
@@ -100,6 +105,8 @@ def test_slurm_variables_become_torchrun_variables(monkeypatch):
     assert (os.environ["RANK"], os.environ["WORLD_SIZE"], os.environ["LOCAL_RANK"]) == ("3", "4", "1")
     assert os.environ["MASTER_ADDR"] == "gpu-node-7" and os.environ["MASTER_PORT"] == str(20000 + 123456 % 20000)
     assert ddp._slurm_env() is False  # RANK is set now: torchrun-style variables win
+    monkeypatch.setenv("CRELU_DDP", "0")
+    assert ddp.setup("cpu") is False and not ddp.is_distributed()  # WORLD_SIZE=4, but DDP is switched off
 
 
 def _tiny_imagenet(out: Path) -> Path:
@@ -122,7 +129,8 @@ def _configs(tmp_path: Path, tag: str) -> list:
 
 
 @pytest.mark.timeout(300)
-def test_two_gloo_processes_match_one_process(tmp_path):
+def test_two_gloo_processes_match_one_process(tmp_path, monkeypatch):
+    _clear(monkeypatch, "RANK", "WORLD_SIZE", "LOCAL_RANK", "SLURM_STEP_NUM_TASKS", "SLURM_PROCID")
     write_fake_cifar(tmp_path / "cifar", "cifar10", n_train=200, n_test=50, seed=3)
     _tiny_imagenet(tmp_path / "imagenet")
     cfg_file = tmp_path / "cfgs.json"

@@ -96,7 +96,10 @@ def test_crop_error_counts_match_a_hand_computation(eval_mode):
 
 
 def test_errors_need_images_and_modes_are_checked():
+    empty = crop_error_counts(FirstRow(3), [], size=3, eval_mode="both")  # a DDP rank without images
+    assert sorted(empty) == ["n", "wrong1_10patch", "wrong1_center", "wrong5_10patch", "wrong5_center"]
+    assert all(int(v) == 0 for v in empty.values())
     with pytest.raises(ValueError, match="no validation images"):
-        errors_from_counts({"n": torch.tensor(0)})
+        errors_from_counts(empty)
     with pytest.raises(ValueError, match="eval_mode"):
         crop_error_counts(FirstRow(3), [], size=3, eval_mode="twelve")

@@ -84,6 +84,18 @@ def test_crelu_channel_order_is_per_member():
         torch.testing.assert_close(got.chunk(3, 1)[i], m.features[:3](x), rtol=1e-5, atol=1e-5)
 
 
+def test_channels_last_packed_net_matches_and_stays_channels_last():
+    members = [m.eval() for m in _members(_cfg("vgg_crelu_1_3_5", *NO_DROPOUT))]
+    net = PackedNet(members).eval()
+    xs, _ = _batches(3)
+    ref = net(stack_inputs(xs))
+    net_cl = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    x_cl = stack_inputs([x.contiguous(memory_format=torch.channels_last) for x in xs])
+    act = net_cl.features.act1(net_cl.features.bn1(net_cl.features.conv1(x_cl)))
+    assert act.is_contiguous(memory_format=torch.channels_last)  # no layout round trip around each CReLU
+    torch.testing.assert_close(net_cl(x_cl), ref, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("row", list(ROWS))
 def test_sgd_steps_equal_separate_runs(row):
     """Loss = sum of per-member mean CE: weights, BN batch/running statistics and momentum match K separate runs."""
@@ -108,13 +120,13 @@ def test_sgd_steps_equal_separate_runs(row):
         assert per.tolist() == pytest.approx(losses, rel=1e-10)
     for m, state in zip(members, net.member_state_dicts()):
         for key, v in m.state_dict().items():
-            torch.testing.assert_close(state[key], v, rtol=1e-9, atol=1e-11, msg=key)
+            torch.testing.assert_close(state[key], v, rtol=1e-8, atol=1e-9, msg=key)
     if "vgg" in row:
         assert any("running_var" in k for k in state) and int(state["features.bn1.num_batches_tracked"]) == 3
     for o, part in zip(opts, split_optimizer_state(opt.state_dict(), 3)):
         for idx, st in o.state_dict()["state"].items():
             torch.testing.assert_close(part["state"][idx]["momentum_buffer"], st["momentum_buffer"],
-                                       rtol=1e-9, atol=1e-11)
+                                       rtol=1e-8, atol=1e-9)
     merged = merge_optimizer_states(split_optimizer_state(opt.state_dict(), 3))
     for idx, st in opt.state_dict()["state"].items():
         assert torch.equal(merged["state"][idx]["momentum_buffer"], st["momentum_buffer"])

@@ -382,8 +382,9 @@ def build_imagenet(cfg, device: torch.device, channels_last: bool = False) -> Im
         _Finish(device, train=False, lighting=False, crop=False, **fin),
         batch_size=t.eval_batch_size, shuffle=False, drop_last=False, total=len(val_items))
     test = full_val.with_finish(_Finish(device, train=False, lighting=False, crop=True, **fin))
-    log.info("ImageNet %s: %d classes, %d train / %d val images (rank %d/%d share), decode on %s", root,
-             len(tr.classes), len(train_items), len(val_items), r, world, device if raw else "cpu")
+    log.info("ImageNet %s: %d classes, %d train / %d val images%s, decode on %s", root, len(tr.classes),
+             len(train_items), len(val_items), f" (rank {r} of {world})" if world > 1 else "",
+             device if raw else "cpu")
     return ImageNetBundle(train, {"test": test}, d.num_classes, list(IMAGENET_MEAN), list(IMAGENET_STD),
                           full_val=full_val, image_size=d.image_size, eval_mode=p.eval_mode,
                           channels_last=channels_last)

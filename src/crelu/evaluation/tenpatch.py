@@ -94,10 +94,12 @@ def crop_error_counts(model, batches: Iterable[tuple[torch.Tensor, torch.Tensor]
     if eval_mode not in EVAL_MODES:
         raise ValueError(f"protocol.eval_mode must be one of {EVAL_MODES}, got {eval_mode!r}")
     model.eval()
-    counts: dict[str, torch.Tensor] = {}
+    where = {"center": ("center",), "tenpatch": ("10patch",), "both": ("center", "10patch")}[eval_mode]
+    zero = torch.zeros((), dtype=torch.int64)  # every key exists even without images (DDP sums by key)
+    counts = {"n": zero, **{f"wrong{k}_{w}": zero for w in where for k in TOPK}}
 
     def add(key: str, value: torch.Tensor) -> None:
-        counts[key] = counts[key] + value if key in counts else value.clone()
+        counts[key] = counts[key] + value
 
     for x, y in batches:
         with _autocast(x.device, amp_dtype):

@@ -18,10 +18,16 @@ Environment variables read:
 
 * torchrun sets ``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``; DDP is on when
   ``WORLD_SIZE > 1``;
-* without ``RANK``, SLURM's ``SLURM_PROCID``, ``SLURM_NTASKS``, ``SLURM_LOCALID`` are used when
-  ``SLURM_NTASKS > 1``; ``MASTER_ADDR`` defaults to the first host of ``SLURM_JOB_NODELIST`` (``scontrol``) and
-  ``MASTER_PORT`` to a port derived from ``SLURM_JOB_ID`` (set both to override);
-* ``CRELU_DDP_BACKEND`` overrides the backend (default: ``nccl`` on CUDA, ``gloo`` on CPU).
+* without ``RANK``, an ``srun`` step's ``SLURM_PROCID``, ``SLURM_STEP_NUM_TASKS``, ``SLURM_LOCALID`` are used
+  when ``SLURM_STEP_NUM_TASKS > 1`` (the batch script itself, outside ``srun``, stays one process);
+  ``MASTER_ADDR`` defaults to the first host of ``SLURM_JOB_NODELIST`` (``scontrol``) and ``MASTER_PORT`` to a
+  port derived from ``SLURM_JOB_ID`` (set both to override);
+* ``CRELU_DDP_BACKEND`` overrides the backend (default: ``nccl`` on CUDA, ``gloo`` on CPU);
+* ``CRELU_DDP=0`` ignores all of the above (one process per task, no process group).
+
+A Hydra multirun under torchrun runs the same jobs in every rank, one after the other (pass
+``hydra.sweep.dir=...`` so the ranks agree on the sweep folder); SLURM array sweeps give each job its own
+``srun`` step instead.
 
 What it does (the trainer's few calls; every helper returns its input unchanged in a single process, so
 single-process runs are byte-identical with or without this module):
@@ -35,7 +41,12 @@ single-process runs are byte-identical with or without this module):
 * only rank 0 writes ``run.json``, checkpoints and logits, prints, and opens wandb; every rank reads the run
   directory (a shared filesystem is assumed across nodes) to skip or resume;
 * dropout RNG: rank r > 0 seeds torch with a value derived from (seed, r); rank 0 keeps ``train.seed``.  DDP
-  broadcasts rank 0's initial weights.  (A resumed run restores rank 0's RNG state on every rank.)
+  broadcasts rank 0's initial weights.
+
+Limitations: a resumed run restores rank 0's RNG state on every rank (dropout masks then coincide across
+ranks); a *mid-epoch* resume restores rank 0's running sums, so that one epoch's logged train loss/error is
+approximate (weights, data order and every later number are exact).  A preemption signal must reach every
+rank (SLURM signals all tasks of a step), or the others wait in the next collective.
 """
 
 from __future__ import annotations
@@ -61,11 +72,11 @@ def _env_int(name: str, default: int) -> int:
 
 
 def _slurm_env() -> bool:
-    """Export torchrun-style variables from SLURM's (srun / submitit with several tasks).  True if exported."""
-    if "RANK" in os.environ or _env_int("SLURM_NTASKS", 1) <= 1 or "SLURM_PROCID" not in os.environ:
+    """Export torchrun-style variables from an ``srun`` step's (submitit too) with several tasks.  True if so."""
+    if "RANK" in os.environ or _env_int("SLURM_STEP_NUM_TASKS", 1) <= 1 or "SLURM_PROCID" not in os.environ:
         return False
     os.environ["RANK"] = os.environ["SLURM_PROCID"]
-    os.environ["WORLD_SIZE"] = os.environ["SLURM_NTASKS"]
+    os.environ["WORLD_SIZE"] = os.environ["SLURM_STEP_NUM_TASKS"]
     os.environ["LOCAL_RANK"] = os.environ.get("SLURM_LOCALID", "0")
     if "MASTER_ADDR" not in os.environ:
         nodes = os.environ.get("SLURM_JOB_NODELIST", "localhost")
@@ -82,6 +93,8 @@ def setup(device_spec: str = "auto") -> bool:
     """Join the process group described by the environment (idempotent).  True when running distributed."""
     if dist.is_available() and dist.is_initialized():
         return True
+    if os.environ.get("CRELU_DDP", "").lower() in ("0", "off", "false", "no"):
+        return False
     _slurm_env()
     world = _env_int("WORLD_SIZE", 1)
     if world <= 1 or not dist.is_available():

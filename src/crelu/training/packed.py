@@ -1,12 +1,11 @@
 """``protocol.pack=K``: train K k-fold runs in one process as one stacked network (:mod:`crelu.models.packed`).
 
 A k-fold job with ``protocol.job=fold<f>`` (or ``protocol.fold=f``) and ``protocol.pack=K`` trains folds
-``f .. min(f+K, protocol.folds)-1`` together, so a 10-fold sweep steps its jobs by K::
+``f .. min(f+K, protocol.folds)-1`` together, so a 10-fold sweep steps its jobs by K (fold0,fold5; launching
+fold1..fold4 as well would train overlapping folds)::
 
     python -m crelu.train -m experiment=table1/crelu protocol=kfold protocol.pack=5 protocol.job=fold0,fold5
-    make table1 ARGS="protocol.pack=5" JOBS=single,fold0,fold5     # (Single jobs ignore pack)
-
-Do not also launch the folds in between (fold1..fold4): those jobs would train overlapping folds.
+    make table1 ARGS="protocol.pack=5" JOBS=single,fold0,fold5     # Single jobs ignore pack
 
 Each member is exactly its ordinary run (``crelu.training.train`` of the same config with ``pack=1``): the same
 run key and directory, the same init (the member is built right after ``seed_everything(train.seed)``), its own
@@ -49,7 +48,6 @@ from crelu.training.trainer import RunResult, _fail, _finalise, _fresh_record, _
 log = logging.getLogger(__name__)
 
 
-# ---------------------------------------------------------------------------------------------- configs
 def unpacked_config(cfg: DictConfig) -> DictConfig:
     """A resolved copy of ``cfg`` with ``protocol.pack=1`` (the config, and run key, of an ordinary run)."""
     c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
@@ -87,8 +85,7 @@ def run_packed(cfg: DictConfig) -> RunResult:
 def _check_compatible(cfgs: list[DictConfig]) -> None:
     def strip(c: DictConfig) -> dict:
         d = OmegaConf.to_container(c, resolve=True)
-        d["protocol"].pop("fold"), d["protocol"].pop("job"), d["output"].pop("run_dir")
-        return d
+        return {**d, "protocol": {**d["protocol"], "fold": 0, "job": 0}, "output": {**d["output"], "run_dir": 0}}
 
     if any(c.protocol.name != "kfold" for c in cfgs):
         raise ValueError("train_packed packs k-fold runs (protocol.name=kfold)")
@@ -101,13 +98,12 @@ def _check_compatible(cfgs: list[DictConfig]) -> None:
         raise ValueError(f"packed runs must have distinct run directories, got {dirs}")
 
 
-def _pack_seed(seed: int, folds: list[int]) -> int:
+def _pack_seed(seed: int, folds: list[int]) -> int:  # the pack's dropout stream
     return int(np.random.SeedSequence([seed, 0x9AC4, *folds]).generate_state(1)[0])
 
 
-# ------------------------------------------------------------------------------------------ hot loop
 def _model_tensors(net: PackedNet) -> list[torch.Tensor]:
-    return [*net.parameters(), *(b for b in net.buffers() if b.dim() > 0)]
+    return [*net.parameters(), *(b for b in net.buffers() if b.dim() > 0)]  # BN counters: PackedNet's lag
 
 
 def _opt_tensors(net: PackedNet, optimizer) -> dict[tuple[int, str], torch.Tensor]:
@@ -141,8 +137,11 @@ def _restore_members(net: PackedNet, optimizer, snap: tuple[list[torch.Tensor], 
     net.note_skipped_bn_step(members)
 
 
-def _pad_stack(got: list, bs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Member batches (or None) -> packed input, labels (B, K) and the number of real rows per member."""
+def _pad_stack(got: list, bs: int) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Member batches (or None) -> packed input, labels (B, K) and the number of real rows per member.
+
+    Counts stay on the host: a host->device copy every step would make the host wait for the device.
+    """
     ref_x, ref_y = next(g for g in got if g is not None)
     xs, ys, counts = [], [], []
     for g in got:
@@ -157,7 +156,7 @@ def _pad_stack(got: list, bs: int) -> tuple[torch.Tensor, torch.Tensor, torch.Te
     x = stack_inputs(xs)
     if ref_x.is_contiguous(memory_format=torch.channels_last) and ref_x.dim() == 4:
         x = x.contiguous(memory_format=torch.channels_last)
-    return x, torch.stack(ys, 1), torch.tensor(counts, device=ref_x.device)
+    return x, torch.stack(ys, 1), counts
 
 
 def train_epoch_packed(model, optimizer, batches: list, gens: list[torch.Generator], *, device: torch.device,
@@ -194,15 +193,17 @@ def train_epoch_packed(model, optimizer, batches: list, gens: list[torch.Generat
             with _autocast(device, amp_dtype):
                 logits = model(x)
             per = F.cross_entropy(logits.float().transpose(1, 2), y, reduction="none").mean(0)  # (K,)
-            active = counts > 0
-            loss = per.sum() if not sat_out else per[active].sum()
+            loss = per.sum() if not sat_out else per[members].sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            batch_loss, batch_wrong = per.detach().double() * bs, (logits.detach().argmax(2) != y).sum(0)
             if snap is not None:
                 _restore_members(net, optimizer, snap, sat_out)
-            loss_sum += torch.where(active, per.detach().double() * bs, 0.0)
-            wrong += torch.where(active, (logits.detach().argmax(2) != y).sum(0), 0)
+                keep = torch.tensor([c > 0 for c in counts], device=device)
+                batch_loss, batch_wrong = torch.where(keep, batch_loss, 0.0), torch.where(keep, batch_wrong, 0)
+            loss_sum += batch_loss
+            wrong += batch_wrong
             for i in members:
                 n[i] += bs
         bar.update(1)
@@ -225,7 +226,7 @@ def evaluate_packed(model, batches: list, *, device: torch.device, amp_dtype: to
     model.eval()
     loss_sum = torch.zeros(k, device=device, dtype=torch.float64)
     wrong = torch.zeros(k, device=device, dtype=torch.int64)
-    n = torch.zeros(k, device=device, dtype=torch.int64)
+    n = [0] * k
     iters = [b.epoch(None) for b in batches]
     t0 = time.perf_counter()
     while True:
@@ -234,20 +235,22 @@ def evaluate_packed(model, batches: list, *, device: torch.device, amp_dtype: to
             break
         bs = max(g[0].shape[0] for g in got if g is not None)
         x, y, counts = _pad_stack(got, bs)
-        valid = torch.arange(bs, device=y.device).view(-1, 1) < counts.view(1, -1)  # (B, K)
         with _autocast(device, amp_dtype):
             logits = model(x)
         logits = logits.float()
-        ce = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")
-        loss_sum += torch.where(valid, ce, 0.0).sum(0).double()
-        wrong += ((logits.argmax(2) != y) & valid).sum(0)
-        n += counts
+        ce = F.cross_entropy(logits.transpose(1, 2), y, reduction="none")  # (B, K)
+        miss = logits.argmax(2) != y
+        if min(counts) < bs:  # padded rows (a shorter evaluation set or last batch) do not count
+            valid = torch.arange(bs, device=device).view(-1, 1) < torch.tensor(counts, device=device).view(1, -1)
+            ce, miss = torch.where(valid, ce, 0.0), miss & valid
+        loss_sum += ce.sum(0).double()
+        wrong += miss.sum(0)
+        n = [a + b for a, b in zip(n, counts)]
     dt = time.perf_counter() - t0
-    ls, ws, ns = loss_sum.tolist(), wrong.tolist(), n.tolist()
+    ls, ws, ns = loss_sum.tolist(), wrong.tolist(), n
     return [EpochStats(ls[i] / max(ns[i], 1), 100.0 * ws[i] / max(ns[i], 1), ns[i], dt) for i in range(k)]
 
 
-# ------------------------------------------------------------------------------------------- driver
 def _finished(cfg: DictConfig, run_dir) -> RunResult | None:
     if cfg.output.overwrite or not (run_dir / "run.json").exists():
         return None
@@ -321,16 +324,15 @@ def _train_pack(cfgs: list[DictConfig], dirs: list, states: list, device: torch.
             log.info("resuming %s from epoch %d (packed)", run_dir, start)
         rec.save()
         records.append(rec)
-    if states[0] is not None:
-        env.set_rng_state(states[0]["rng"], gens[0])  # the pack's shared dropout stream
-    else:
-        torch.manual_seed(_pack_seed(c0.train.seed, folds))
     net = PackedNet(models)
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(c0.optim, net.parameters())
-    if states[0] is not None:
+    if states[0] is not None:  # resume the SGD state, then the pack's shared dropout stream
         optimizer.load_state_dict(merge_optimizer_states([s["optimizer"] for s in states]))
+        env.set_rng_state(states[0]["rng"], gens[0])
+    else:
+        torch.manual_seed(_pack_seed(c0.train.seed, folds))
     step_model = torch.compile(net) if c0.train.compile else net
     best = [s.get("best") if s else None for s in states]
     loggers = [make_logger(c.logger, r.meta, r.data["run_key"], r.data["config"]) for c, r in zip(cfgs, records)]
