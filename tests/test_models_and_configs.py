@@ -71,9 +71,9 @@ def test_table1_parameter_ratios_follow_the_paper():
         return build_model(compose_config([f"experiment=table1/{row}"]).model, 10).num_parameters()
 
     base = n("baseline")
-    assert 1.99 <= n("crelu") / base <= 2.01
-    assert 3.98 <= n("double") / base <= 4.00
-    assert 0.49 <= n("crelu_half") / base <= 0.51
+    assert n("crelu") / base == pytest.approx(2.00, abs=0.01)
+    assert n("double") / base == pytest.approx(3.99, abs=0.01)
+    assert n("crelu_half") / base == pytest.approx(0.50, abs=0.01)
     assert n("avr") == base
 
 

@@ -198,3 +198,45 @@ def test_wandb_runs_are_named_grouped_and_tagged_from_the_run_identity(monkeypat
     assert seen["mode"] == "offline" and seen["resume"] == "allow" and seen["project"] == "crelu-repro"
     assert seen["id"] == make_logger.__globals__["hashlib"].sha1(run_key(cfg).encode()).hexdigest()[:16]
     assert seen["exit_code"] == 0
+
+
+def _fake_submitit_handler(calls):
+    def checkpoint_and_try_requeue(signum, frame):
+        calls.append(signum)
+        raise SystemExit(0)  # submitit requeues the job, then exits this process
+
+    checkpoint_and_try_requeue.__module__ = "submitit.core.job_environment"
+    return checkpoint_and_try_requeue
+
+
+@pytest.mark.parametrize("late_sigterm", [False, True])
+def test_slurm_usr1_checkpoints_then_hands_over_to_submitit_requeue(fake_cifar10, reference_run, tmp_path,
+                                                                    monkeypatch, late_sigterm):
+    calls = []
+    monkeypatch.setattr(signal, "getsignal", lambda s: _fake_submitit_handler(calls) if s == signal.SIGUSR1
+                        else signal.SIG_IGN)  # what submitit installs: USR1 -> requeue, TERM -> bypass
+    real, seen = trainer_mod.train_epoch, {"n": 0}
+
+    def epoch_then_signal(*a, **k):
+        seen["n"] += 1
+        if late_sigterm and seen["n"] == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # under submitit: checkpoint at the next step and keep going
+        if seen["n"] == (3 if late_sigterm else 2):  # SLURM's USR1 warning signal arrives in this epoch
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer_mod, "train_epoch", epoch_then_signal)
+    run_dir = tmp_path / "slurm"
+    cfg = compose_config([*CHAOS, f"dataset.root={fake_cifar10}", f"output.run_dir={run_dir}"])
+    with pytest.raises(SystemExit) as ei:
+        train(cfg)
+    assert ei.value.code == 0 and calls == [signal.SIGUSR1]
+    assert load_record(run_dir).status == "interrupted"
+    state = load_latest(run_dir)
+    stopped_in = 2 if late_sigterm else 1  # epochs completed before the USR1 epoch
+    assert len(load_record(run_dir).epochs) == stopped_in  # SIGTERM alone did not stop the run
+    assert state["epoch"] == stopped_in and state["mid_epoch"]["progress"]["step"] >= 1  # mid-epoch checkpoint
+    monkeypatch.undo()
+    res = train(cfg)  # the requeued job: same command, resumes mid-epoch
+    assert res.resumed_from_epoch == stopped_in
+    assert compare_runs(reference_run, run_dir) == []

@@ -29,9 +29,9 @@ def _n(df, table, row, dataset) -> int:
 def test_table1_ratios(df):
     # PAPER_SPEC §2.4's exact-ratio rule, stated for the 10-class models
     base = _n(df, "table1", "baseline", "cifar10")
-    assert 1.99 <= _n(df, "table1", "crelu", "cifar10") / base <= 2.01
-    assert 3.98 <= _n(df, "table1", "double", "cifar10") / base <= 4.00
-    assert 0.49 <= _n(df, "table1", "crelu_half", "cifar10") / base <= 0.51
+    assert _n(df, "table1", "crelu", "cifar10") / base == pytest.approx(2.00, abs=0.01)  # [1.99, 2.01]
+    assert _n(df, "table1", "double", "cifar10") / base == pytest.approx(3.99, abs=0.01)  # [3.98, 4.00]
+    assert _n(df, "table1", "crelu_half", "cifar10") / base == pytest.approx(0.50, abs=0.01)  # [0.49, 0.51]
     for ds in ("cifar10", "cifar100"):
         assert _n(df, "table1", "avr", ds) == _n(df, "table1", "baseline", ds)
     # 100 classes: the classifier conv only doubles with "double" (192->384 inputs), so double/baseline is

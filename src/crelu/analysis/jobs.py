@@ -132,6 +132,18 @@ def run_pairing(ctx: Context, alexnet: str | None = None) -> bool:
     return ran
 
 
+def _pair_with_images(ctx: Context, names, dataset: str, what: str, n_images: int):
+    """The runs to compare and ``n_images`` held-out images of their dataset, or None (with a skip line)."""
+    runs = _load_pair(ctx, names, dataset, what)
+    if not runs:
+        return None
+    try:
+        return runs, heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root, runs[0].norm_stats)
+    except FileNotFoundError as e:
+        ctx.skip(f"{what} on {dataset}: {e}")
+        return None
+
+
 def run_invariance(
     ctx: Context,
     n_images: int = 10000,
@@ -145,14 +157,10 @@ def run_invariance(
 ) -> bool:
     ran = False
     for dataset, (relu, crelu, default_layers) in INVARIANCE.items():
-        runs = _load_pair(ctx, [relu, crelu], dataset, "invariance")
-        if not runs:
+        loaded = _pair_with_images(ctx, [relu, crelu], dataset, "invariance", n_images)
+        if loaded is None:
             continue
-        try:
-            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root, runs[0].norm_stats)
-        except FileNotFoundError as e:
-            ctx.skip(f"invariance on {dataset}: {e}")
-            continue
+        runs, data = loaded
         shift = max_shift if max_shift is not None else (16 if dataset == "imagenet" else 4)
         cfg = InvarianceConfig(
             num_top=num_top,
@@ -187,14 +195,10 @@ def run_reconstruction(
 ) -> bool:
     ran = False
     for dataset, (crelu, relu, default_layers) in RECONSTRUCTION.items():
-        runs = _load_pair(ctx, [crelu, relu], dataset, "reconstruction")
-        if not runs:
+        loaded = _pair_with_images(ctx, [crelu, relu], dataset, "reconstruction", n_images)
+        if loaded is None:
             continue
-        try:
-            data = heldout_images(runs[0].cfg.dataset, n_images, ctx.data_root, runs[0].norm_stats)
-        except FileNotFoundError as e:
-            ctx.skip(f"reconstruction on {dataset}: {e}")
-            continue
+        runs, data = loaded
         fig_rows, originals, records = [], [], []
         for run in runs:
             run_data = data.renormalised(run.norm_stats)

@@ -62,14 +62,19 @@ class PreemptionGuard:
             log.warning("%s received: checkpointing at the next step", signal.Signals(signum).name)
         self.signum = signum
 
-    def under_submitit(self, signum: int) -> bool:
-        prev = self._previous.get(signum)
-        return callable(prev) and "submitit" in getattr(prev, "__module__", "") + repr(prev)
+    def under_submitit(self) -> bool:
+        """True when submitit installed its handlers before us (a SLURM job of the submitit launcher)."""
+        return any(callable(h) and "submitit" in getattr(h, "__module__", "") + repr(h)
+                   for h in self._previous.values())
+
+    def keep_going(self) -> bool:
+        """Under submitit a SIGTERM only asks for a checkpoint: its USR1 (requeue) follows."""
+        return self.signum != self.usr1 and self.under_submitit()
 
     def hand_over(self, signum: int) -> None:
         """After the checkpoint: let submitit requeue the job, or exit with 128 + signum."""
         prev = self._previous.get(signum)
         self.__exit__()
-        if self.under_submitit(signum) or (callable(prev) and prev not in (signal.SIG_DFL, signal.SIG_IGN)):
+        if callable(prev) and prev not in (signal.SIG_DFL, signal.SIG_IGN):
             prev(signum, None)  # submitit: checkpoint_and_try_requeue -> resubmits and exits
         raise SystemExit(128 + signum)

@@ -155,7 +155,7 @@ def train(cfg: DictConfig) -> RunResult:
                     save_checkpoint(run_dir, state_dict(epoch, mid_epoch={"progress": dataclasses.asdict(p),
                                                                           "gen_state": gen_state}))
                 if guard.requested:
-                    if guard.under_submitit(guard.signum) and guard.signum != guard.usr1:
+                    if guard.keep_going():
                         guard.signum = None  # SIGTERM under submitit: checkpointed, keep going (USR1 follows)
                     else:
                         raise Preempted(guard.signum)
@@ -188,7 +188,7 @@ def train(cfg: DictConfig) -> RunResult:
             if target is not None and row.get("val_loss", float("inf")) <= target:
                 stop_reason = "target_loss_reached"
                 break
-            if guard.requested and not (guard.under_submitit(guard.signum) and guard.signum != guard.usr1):
+            if guard.requested and not guard.keep_going():
                 raise Preempted(guard.signum)  # the epoch-end checkpoint above is the resume point
     except Preempted as e:
         _fail(record, e, len(record.epochs), logger, status="interrupted")
