@@ -10,7 +10,6 @@ is marked finished.  A NaN/Inf loss stops the run, records the failure, keeps th
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import logging
 import shutil
@@ -177,7 +176,7 @@ def train(cfg: DictConfig) -> RunResult:
             if cfg.protocol.stop_point == "best_val" and "val_error" in row and (
                     best is None or row["val_error"] < best["val_error"]):
                 best = {"epoch": epoch + 1, "val_error": row["val_error"],
-                        "model": copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()})}
+                        "model": {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}}
             if not cfg.train.quiet and ddp.is_main():
                 msg = " ".join(f"{k}={v:.4g}" for k, v in row.items() if k not in ("epoch", "time_s"))
                 print(f"[{key}] epoch {epoch + 1}/{epochs} {msg}", flush=True)
