@@ -12,14 +12,36 @@ from crelu.data.synthetic import write_fake_cifar
 REPO = Path(__file__).resolve().parents[1]
 
 
-def shared_cifar_root() -> Path | None:
-    """The real CIFAR-10 subset, if the environment points at it (CRELU_SHARED_DATA or ../shared/data)."""
+_SHARED_MARKERS = {"cifar10": "cifar-10-batches-py/data_batch_1", "cifar100": "cifar-100-python/train"}
+
+
+def shared_cifar_root(dataset: str = "cifar10") -> Path | None:
+    """The folder holding the real CIFAR-10 (or CIFAR-100) images beside the repo, if there is one.
+
+    Looked up in ``$CRELU_SHARED_DATA``, else ``../shared/data``.  Tests that need it skip when it is absent, so a
+    clone without that folder still passes.
+    """
     env = os.environ.get("CRELU_SHARED_DATA")
     candidates = [Path(env)] if env else [REPO.parent / "shared" / "data"]
     for c in candidates:
-        if (c / "cifar-10-batches-py" / "data_batch_1").exists():
+        if (c / _SHARED_MARKERS[dataset]).exists():
             return c
     return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hydra_logs_outside_the_repo(tmp_path_factory):
+    """Hydra's run/sweep folders go to a session temp folder (configs/config.yaml reads CRELU_HYDRA_DIR).
+
+    Set in os.environ, so the ``python -m crelu.train`` subprocesses that tests start inherit it.
+    """
+    before = os.environ.get("CRELU_HYDRA_DIR")
+    os.environ["CRELU_HYDRA_DIR"] = str(tmp_path_factory.mktemp("hydra"))
+    yield
+    if before is None:
+        os.environ.pop("CRELU_HYDRA_DIR", None)
+    else:
+        os.environ["CRELU_HYDRA_DIR"] = before
 
 
 @pytest.fixture(scope="session")
