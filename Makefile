@@ -16,7 +16,9 @@ RUNS     := results/runs/$(PROFILE_)
 TABLES   := $(if $(filter paper,$(PROFILE_)),results,results/$(PROFILE_))
 # Smoke runs read generated data unless you point them elsewhere (CIFAR-10 may be the real subset).
 SMOKE_DATA ?= data/generated
-SMOKE_ENV = CRELU_DATA_ROOT=$${CRELU_DATA_ROOT:-$(SMOKE_DATA)} CRELU_CIFAR100_ROOT=$${CRELU_CIFAR100_ROOT:-$(SMOKE_DATA)}
+# CIFAR-100 follows CRELU_DATA_ROOT when CRELU_CIFAR100_ROOT is unset (as the dataset code does).
+SMOKE_C100 = $${CRELU_CIFAR100_ROOT:-$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}}
+SMOKE_ENV = CRELU_DATA_ROOT=$${CRELU_DATA_ROOT:-$(SMOKE_DATA)} CRELU_CIFAR100_ROOT=$(SMOKE_C100)
 RUN_ENV  = $(if $(filter smoke,$(PROFILE_)),$(SMOKE_ENV),)
 
 .PHONY: help install venv test test-fast lint format params table1 table2 table4 table5 tables smoke-data \
@@ -63,7 +65,7 @@ _table:
 ifeq ($(strip $(DRY_RUN)),1)
 	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(PROFILE_) --jobs $(JOBS) $(ARGS)
 else
-	$(if $(filter smoke,$(PROFILE_)),@[ -d "$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}/cifar-10-batches-py" ] && [ -d "$${CRELU_CIFAR100_ROOT:-$(SMOKE_DATA)}/cifar-100-python" ] || $(MAKE) --no-print-directory smoke-data,)
+	$(if $(filter smoke,$(PROFILE_)),@[ -d "$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}/cifar-10-batches-py" ] && [ -d "$(SMOKE_C100)/cifar-100-python" ] || $(MAKE) --no-print-directory smoke-data,)
 	$(RUN_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(PROFILE_) protocol.job=$(JOBS) \
 	    hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
 	$(PYTHON) -m crelu.tables $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
@@ -103,6 +105,18 @@ figures: ## the paper's figures and Table 6 from finished checkpoints -> results
 
 stress: ## chaos test: a small sweep SIGKILLed at random points must end bit-identical (CPU, ~2 min)
 	$(PYTHON) scripts/stress.py --kills 3
+
+# SLURM on one machine (Debian, as root): a real single-node cluster for LAUNCHER=slurm and its tests.
+.PHONY: slurm-up slurm-down test-slurm
+SLURM_DIR ?= /tmp/crelu-slurm
+slurm-up: ## (root) start a single-node SLURM cluster here: munged, slurmctld, slurmd; state in SLURM_DIR
+	CRELU_SLURM_DIR=$(SLURM_DIR) scripts/slurm_up.sh
+
+slurm-down: ## (root) cancel its jobs and stop the daemons slurm-up started
+	CRELU_SLURM_DIR=$(SLURM_DIR) scripts/slurm_down.sh
+
+test-slurm: ## SLURM tests against the running cluster: sweep, preemption/requeue/time limit (a few minutes)
+	CRELU_SLURM_DIR=$(SLURM_DIR) CRELU_REQUIRE_SLURM=1 $(PYTHON) -m pytest -q -m slurm tests/test_slurm.py
 
 .PHONY: bench
 BENCH_ARGS ?=
