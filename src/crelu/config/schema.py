@@ -165,6 +165,9 @@ def validate_config(cfg) -> None:
         OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.to_container(cfg, resolve=False))
     except OmegaConfBaseException as e:
         raise ConfigError(f"config does not match the schema: {e}".splitlines()[0]) from None
+    from crelu.config.checks import check_values  # values: batch size, epochs, lr, milestones, device, ...
+
+    check_values(cfg)
 
 
 def register_configs() -> None:

@@ -5,7 +5,7 @@
     {"format": 1, "epoch": int (epochs completed), "config": {...resolved config...},
      "model": state_dict, "optimizer": state_dict, "rng": {...}, "record": {...run.json so far...}}
 
-Writing goes temp file -> fsync -> rename, after moving the current file to ``checkpoint.prev.pt``; a torn or
+Writing goes temp file -> fsync -> move the current file to ``checkpoint.prev.pt`` -> rename; a torn or
 corrupt latest checkpoint therefore never costs more than one checkpoint interval: :func:`load_latest` falls back
 to the previous one and says so.
 """
@@ -34,12 +34,21 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(run_dir: str | os.PathLike, state: dict[str, Any]) -> Path:
+    """Write ``checkpoint.pt``; the one it replaces becomes ``checkpoint.prev.pt``.
+
+    The new file is written and synced first and the current one is moved aside only then, so a write that
+    fails (disk full, file-size limit: :class:`~crelu.results.io.DiskFullError`) leaves ``checkpoint.pt`` as it
+    was.  A kill between the two renames leaves only ``checkpoint.prev.pt``, which :func:`load_latest` reads.
+    """
     run_dir = Path(run_dir)
     path = run_dir / CKPT_NAME
     state = {"format": CKPT_FORMAT, **state}
-    if path.exists():
-        os.replace(path, run_dir / PREV_NAME)
-    atomic_torch_save(state, path)
+
+    def move_current_aside() -> None:
+        if path.exists():
+            os.replace(path, run_dir / PREV_NAME)
+
+    atomic_torch_save(state, path, before_replace=move_current_aside)
     return path
 
 

@@ -14,12 +14,13 @@ import torch
 
 
 def select_device(spec: str) -> torch.device:
+    """``train.device`` as a torch device; a CUDA device on a machine without one is a ConfigError naming the key."""
     if spec == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(spec)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(f"train.device={spec} but CUDA is not available on this machine; use train.device=auto")
-    return dev
+    from crelu.config.checks import check_device
+
+    check_device(spec)
+    return torch.device(spec)
 
 
 def autocast_dtype(amp: str, device: torch.device) -> torch.dtype | None:
