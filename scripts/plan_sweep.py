@@ -22,11 +22,16 @@ import yaml
 from omegaconf import OmegaConf
 
 from crelu.config import compose_config, config_dir
+from crelu.config.experiments import register_resolvers
 from crelu.models import build_model
 from crelu.models.flops import forward_flops, train_step_flops
 from crelu.protocols.runner import SkippedJob, resolve_job
 from crelu.results.record import RecordError, load_record
-from crelu.training.trainer import resolve_run_dir
+
+try:
+    from crelu.training.run import resolve_run_dir
+except ImportError:  # before the run-lifecycle refactor
+    from crelu.training.trainer import resolve_run_dir
 
 TRAIN_SIZE = {"cifar10": 50_000, "cifar100": 50_000, "imagenet": 1_281_167}
 TEST_SIZE = {"cifar10": 10_000, "cifar100": 10_000, "imagenet": 50_000}
@@ -52,8 +57,11 @@ def measured_tflops(family: str) -> float | None:
 
 
 def sweep_params(table: str) -> dict[str, list[str]]:
-    spec = yaml.safe_load((config_dir() / "table" / f"{table}.yaml").read_text())
-    return {k: str(v).split(",") for k, v in spec["hydra"]["sweeper"]["params"].items()}
+    """The table sweep's parameters, resolved as Hydra resolves them (``${crelu_rows:<table>}`` lists the rows)."""
+    register_resolvers()
+    spec = OmegaConf.create(yaml.safe_load((config_dir() / "table" / f"{table}.yaml").read_text()))
+    params = OmegaConf.to_container(spec.hydra.sweeper.params, resolve=True)
+    return {k: str(v).split(",") for k, v in params.items()}
 
 
 _FLOPS: dict[str, tuple[int, int]] = {}

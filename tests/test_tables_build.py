@@ -46,6 +46,10 @@ def make_run(
     logits=None,
     finished_at="2025-01-01T00:00:00+00:00",
     profile="paper",
+    images=50000,
+    official=True,
+    config=None,
+    meta=None,
 ) -> RunRecord:
     name = f"{protocol}-{fold}" if fold is not None else protocol + (f"-{phase}" if phase else "")
     run_dir = root / table / row / dataset / name / f"seed{seed}-{chash}"
@@ -62,8 +66,10 @@ def make_run(
             "seed": seed,
             "config_hash": chash,
             "phase": phase,
+            **(meta or {}),
         },
-        "config": {"protocol": {"name": protocol, "folds": 10}},
+        "config": config or {"protocol": {"name": protocol, "folds": 10}},
+        "data": {"fingerprint": {"train": {"images": images, "official": official}}},
         "params": params,
         "started_at": "2025-01-01T00:00:00+00:00",
         "finished_at": finished_at if status == "finished" else None,
@@ -168,7 +174,8 @@ def test_table1_cells(runs, ref):
     assert avg.n_runs == 10 and avg.marker == ""
     assert avg.paper == 9.39 and avg.paper_se == 0.11
     assert avg.diff == pytest.approx(0.06)
-    assert fmt_ours(avg) == "9.45 ± 0.10"
+    assert fmt_ours(avg) == "9.45 ± 0.10 ✓"  # the paper's 9.39 is inside mean ± t(0.975, 9)·SE
+    assert (avg.ci_low, avg.ci_high) == pytest.approx(9.45 + np.array([-1, 1]) * 2.2621571628 * avg.ours_se)
 
     vote = t.cell("crelu", "cifar10", "vote")
     assert vote.ours == pytest.approx(25.0) and vote.n_runs == 10
@@ -190,7 +197,7 @@ def test_table1_cells(runs, ref):
         assert c.n_runs == 0 and fmt_ours(c) == "—"
 
     notes = "\n".join(t.notes)
-    assert "set aside" in notes and "crelu/cifar10/10-fold" in notes
+    assert "other variant cfg-aaaa0000-s1 (recipe cfg-aaaa0000, seed 1, partial, 1/10 folds, Average 50.00)" in notes
     assert "unfinished run(s) not counted (failed: 1, running: 1)" in notes
     assert "could not be read" in notes and "another profile" in notes
 
@@ -229,19 +236,23 @@ def test_written_outputs_trace_back(runs, ref, tmp_path):
     out = tmp_path / "out"
     t = build_table("table1", index, ref)
     paths = write_table(t, out)
-    assert {p.name for p in paths} == {"table1.md", "table1.csv", "table1.tex", "table1_runs.csv"}
+    assert {p.name for p in paths} == {"table1.md", "table1.csv", "table1.tex", "table1_runs.csv",
+                                       "table1_variants.csv"}
 
     tidy = pd.read_csv(out / "table1_runs.csv")
     assert len(tidy) > 0
     assert all(Path(d).is_dir() and (Path(d) / "run.json").is_file() for d in tidy["run_dir"])
     assert all(Path(a).is_file() for a in tidy["artifact"])
     avg_rows = tidy[(tidy.row == "crelu") & (tidy.dataset == "cifar10") & (tidy.metric == "average")]
-    assert len(avg_rows) == 10 and avg_rows["value"].mean() == pytest.approx(9.45)
-    assert 50.0 not in set(avg_rows["value"])  # the superseded run is not used
+    assert len(avg_rows) == 11  # 10 folds of the shown variant + the other seed's fold 0
+    assert avg_rows["used"].sum() == 10 and avg_rows[avg_rows["used"]]["value"].mean() == pytest.approx(9.45)
+    assert set(avg_rows[~avg_rows["used"]]["value"]) == {50.0}  # the other seed's run is listed, not used
+    assert set(avg_rows["variant"]) == {"cfg-aaaa0000-s0", "cfg-aaaa0000-s1"}
     # in every table, every cell traces to exactly n_runs rows of the tidy CSV, each with an existing run_dir
     for name in ("table1", "table2", "table4", "table5"):
         write_table(build_table(name, index, ref), out)
         tidy_n = pd.read_csv(out / f"{name}_runs.csv")
+        tidy_n = tidy_n[tidy_n["used"]]
         assert all((Path(d) / "run.json").is_file() for d in tidy_n["run_dir"])
         cells = pd.read_csv(out / f"{name}.csv")
         for c in cells.itertuples():
@@ -251,8 +262,8 @@ def test_written_outputs_trace_back(runs, ref, tmp_path):
                 assert not pd.isna(c.ours)
 
     md = (out / "table1.md").read_text()
-    assert "| CReLU | 4.00† | 4.23 | -0.23 | 8.50† | 8.43 | +0.07 | 9.45 ± 0.10 | 9.39 ± 0.11 | +0.06 |" in md
-    assert "13.00 ± 0.82 (7/10 folds)" in md
+    assert "| CReLU | 4.00† | 4.23 | -0.23 | 8.50† | 8.43 | +0.07 | 9.45 ± 0.10 ✓ | 9.39 ± 0.11 | +0.06 |" in md
+    assert "13.00 ± 0.82 ✗ (7/10 folds)" in md  # the paper's 10.20 is outside 13.00 ± t(0.975, 6)·0.82
     assert "| AVR | — | 4.10 |" in md
     tex = (out / "table1.tex").read_text()
     assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "(7/10 folds)" in tex

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from crelu.config.schema import ModelConfig
 from crelu.tables.reference import default_data_path, load_paper_params, load_paper_reference
@@ -15,51 +16,46 @@ from crelu.tables.rows import REFERENCE_ONLY, ROWS, model_config, row_def
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_rows_cover_the_paper_tables():
+def _stems(table: str) -> set[str]:
+    return {p.stem for p in (REPO / "configs" / "experiment" / table).glob("*.yaml")}
+
+
+def test_rows_are_the_experiment_configs_in_the_papers_order():
+    ref = load_paper_reference()
+    for table in ("table1", "table2", "table4"):
+        assert set(ROWS[table]) == _stems(table), table  # one row per configs/experiment/<table>/*.yaml
+        # listed in the paper's order: the order of the paper_reference.csv entries of that table
+        paper_order = list(dict.fromkeys(ref.loc[ref.table == table, "model"]))
+        assert [rd.paper_model for rd in ROWS[table].values()] == paper_order, table
     assert list(ROWS["table1"]) == ["baseline", "double", "avr", "crelu", "crelu_half"]
-    assert list(ROWS["table2"]) == ["vgg", "crelu_conv1", "crelu_conv1_3", "crelu_conv1_3_5"]
-    assert list(ROWS["table4"]) == [
-        "baseline",
-        "avr_conv1_4",
-        "avr_conv1_7",
-        "avr_conv1_9",
-        "crelu_conv1_4_7",
-        "crelu_conv1_4",
-        "crelu_conv1_7",
-        "crelu_conv1_9",
-        "crelu_all",
-    ]
-    assert set(ROWS["table5"]) == {"baseline", "crelu_all", "crelu_conv1_4_7", "crelu_conv1_4"}
+    assert [rd.label for rd in ROWS["table1"].values()] == ["Baseline", "+ (double)", "AVR", "CReLU", "+ (half)"]
     assert [ROWS["table2"][r].paper_model for r in ROWS["table2"]] == [
         "vgg",
         "vgg_crelu_conv1",
         "vgg_crelu_conv1_3",
         "vgg_crelu_conv1_3_5",
     ]
+    # Table 5 = the Table 4 rows whose config says also_in: {table5: <label>}, with that label
+    also = {p.stem for p in (REPO / "configs" / "experiment" / "table4").glob("*.yaml") if "table5" in
+            (yaml.safe_load(p.read_text())["experiment"].get("also_in") or {})}
+    assert set(ROWS["table5"]) == also == {"baseline", "crelu_all", "crelu_conv1_4_7", "crelu_conv1_4"}
+    assert ROWS["table5"]["baseline"].label == "AllConvB" and ROWS["table4"]["baseline"].label == "Baseline"
 
 
-def test_row_models():
+def test_row_models_are_the_composed_experiment_configs():
     r8 = list(range(1, 9))
-    assert row_def("table1", "baseline").model == {"family": "convpool_c"}
-    assert row_def("table1", "double").model == {"family": "convpool_c", "width_mult": 2.0}
-    assert row_def("table1", "avr").model == {"family": "convpool_c", "activation": "avr"}
-    assert row_def("table1", "crelu").model == {"family": "convpool_c", "activation_layers": {"crelu": r8}}
-    assert row_def("table1", "crelu_half").model == {
-        "family": "convpool_c",
-        "activation_layers": {"crelu": r8},
-        "halve_layers": r8,
-    }
-    assert row_def("table2", "crelu_conv1_3").model == {
-        "family": "vgg",
-        "init": "msr_fanout",
-        "activation_layers": {"crelu": [1, 3]},
-        "halve_layers": [1, 3],
-    }
-    assert row_def("table4", "crelu_conv1_4").model == {
-        "family": "allcnn_b",
-        "dropout_input": 0.0,
-        "activation_layers": {"crelu": [1, 2, 3, 4]},
-    }
+    base = row_def("table1", "baseline").model
+    assert base["family"] == "convpool_c" and base["activation_layers"] == {} and base["width_mult"] == 1.0
+    assert row_def("table1", "double").model["width_mult"] == 2.0
+    assert row_def("table1", "avr").model["activation_layers"] == {"avr": r8}
+    assert row_def("table1", "crelu").model["activation_layers"] == {"crelu": r8}
+    half = row_def("table1", "crelu_half").model
+    assert half["activation_layers"] == {"crelu": r8} and half["halve_layers"] == r8
+    t2 = row_def("table2", "crelu_conv1_3").model
+    assert (t2["family"], t2["init"], t2["activation_layers"], t2["halve_layers"]) == (
+        "vgg", "msr_fanout", {"crelu": [1, 3]}, [1, 3])
+    t4 = row_def("table4", "crelu_conv1_4").model
+    assert (t4["family"], t4["dropout_input"], t4["activation_layers"]) == ("allcnn_b", 0.0, {"crelu": [1, 2, 3, 4]})
     assert row_def("table4", "crelu_all").model["halve_layers"] == list(range(1, 13))
     assert row_def("table4", "avr_conv1_9").model["activation_layers"] == {"avr": list(range(1, 10))}
     for row, rd in ROWS["table5"].items():

@@ -126,6 +126,12 @@ class ExperimentConfig:
     row: str | None = None  # the paper row, e.g. crelu_half
     name: str = "adhoc"
     profile: str = "paper"  # paper | smoke | custom: kept apart in results/
+    # Table rows (crelu.config.experiments): the row as the paper prints it, its model name in
+    # results/paper_reference.csv (both default to ``row``), and other tables that re-report this row's runs
+    # ({table5: AllConvB}: the table and the label there).  None of these changes a run's key.
+    label: str | None = None
+    paper_model: str | None = None
+    also_in: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -174,3 +180,6 @@ def register_configs() -> None:
     """Register the schema with Hydra's ConfigStore (idempotent)."""
     cs = ConfigStore.instance()
     cs.store(name="crelu_schema", node=Config)
+    from crelu.config.experiments import register_resolvers  # ${crelu_rows:<table>} for the table sweeps
+
+    register_resolvers()

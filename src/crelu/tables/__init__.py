@@ -6,8 +6,11 @@ For every table it writes, atomically, under ``--out``:
 
 * ``tableN.md`` / ``tableN.tex``: ours | paper | Δ per metric, one block per dataset, with footnotes;
 * ``tableN.csv``: one row per cell (row, dataset, metric, ours, SE, paper, diff, runs used / expected, flags);
-* ``tableN_runs.csv``: one row per run and metric with its ``run_dir`` and the file the value came from, so
-  every cell traces back to its runs.
+* ``tableN_runs.csv``: one row per run and metric with its ``run_dir``, the file the value came from, its
+  ``variant``/``recipe``/``seed`` and whether the cell uses it (``used``), so every cell traces back to its runs;
+* ``tableN_variants.csv``: every variant of every (row, dataset): folds, Single, shown or not;
+* ``tableN_claims.{md,csv}`` (``tableN`` with claims in ``results/paper_claims.csv``): the paper's qualitative
+  claims with our numbers, 95% intervals and a verdict from a paired test (:mod:`crelu.tables.claims`).
 
 ``params`` writes ``params.csv`` / ``params.md`` (every paper model built and counted, against the paper).
 Row definitions: :mod:`crelu.tables.rows`; paper values: ``results/paper_reference.csv`` and
@@ -46,7 +49,7 @@ TABLES = tuple(TABLE_SPECS)
 
 
 def write_table(table: Table, out: str | os.PathLike) -> list[Path]:
-    """Write ``<out>/<name>.{md,csv,tex}`` and ``<out>/<name>_runs.csv``; return the paths."""
+    """Write ``<out>/<name>.{md,csv,tex}``, ``<out>/<name>_runs.csv`` and ``_variants.csv``; return the paths."""
     from crelu.tables.render import to_latex, to_markdown
 
     out = Path(out)
@@ -55,11 +58,13 @@ def write_table(table: Table, out: str | os.PathLike) -> list[Path]:
         "csv": out / f"{table.name}.csv",
         "tex": out / f"{table.name}.tex",
         "runs": out / f"{table.name}_runs.csv",
+        "variants": out / f"{table.name}_variants.csv",
     }
     atomic_write_text(paths["md"], to_markdown(table))
     atomic_write_text(paths["csv"], table.cells_frame().to_csv(index=False))
     atomic_write_text(paths["tex"], to_latex(table))
     atomic_write_text(paths["runs"], table.runs_frame().to_csv(index=False))
+    atomic_write_text(paths["variants"], table.variants_frame().to_csv(index=False))
     return list(paths.values())
 
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from crelu.tables import TABLES, RunIndex, build_table, write_params, write_table
+from crelu.tables.claims import load_claims, write_claims
 from crelu.tables.reference import PaperReference
 
 
@@ -23,6 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="results", help="output folder (default: results)")
     p.add_argument("--reference", default=None, help="paper_reference.csv (default: the repo's results/)")
     p.add_argument("--paper-params", default=None, help="paper_params.csv (default: the repo's results/)")
+    p.add_argument("--claims", default=None, help="paper_claims.csv (default: the repo's results/)")
     return p
 
 
@@ -39,15 +41,19 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{len(index.records)} run record(s) under {runs}"
             + (f", {len(index.unreadable)} unreadable" if index.unreadable else "")
+            + (f", {len(index.foreign)} of another record schema" if index.foreign else "")
         )
+        for line in index.skipped:
+            print(f"skipped: {line}", file=sys.stderr)
         for name in names:
-            table = build_table(name, index, ref)
+            table = build_table(name, index, ref, profile=args.profile)
             if args.profile != "paper":
                 table.notes.insert(0, f"Profile {args.profile!r}: reduced models, data and schedules that exercise "
                                       "the whole pipeline; these numbers are not comparable with the paper's.")
             filled = sum(1 for c in table.cells if not c.reference_only and c.n_runs > 0)
             ours = sum(1 for c in table.cells if not c.reference_only)
             written += write_table(table, args.out)
+            written += write_claims(table, ref, args.out, load_claims(args.claims) if args.claims else None)
             print(f"{name}: {filled}/{ours} cells with runs, {len(table.runs)} traced values")
     if args.what in ("params", "all"):
         written += write_params(ref, args.out)

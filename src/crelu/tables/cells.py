@@ -15,7 +15,7 @@ IMAGENET_METRICS = ("top1_center", "top5_center", "top1_10patch", "top5_10patch"
 METRIC_HEADERS = {
     "single_train": "Single train",
     "single_test": "Single test",
-    "average": "Average ± SE",
+    "average": "Average ± SE",  # ± 95% CI half-width when several seeds
     "vote": "Vote",
     "vote_majority": "Vote (majority)",
     "params": "params",
@@ -73,6 +73,18 @@ class Cell:
     flag: str = ""  # "†": Single target loss never reached
     note: str = ""
     reference_only: bool = False  # another paper's row: no run of ours exists
+    ci_low: float = NAN  # 95% interval: t over seeds (≥ 2 seeds) or t over folds from the fold SE (1 seed)
+    ci_high: float = NAN
+    n_seeds: int = 0  # seeds (variants of the shown recipe) behind the number
+    variant: str = ""  # the variant(s) behind the number, ";"-separated
+    data_mark: str = ""  # paper profile: the runs did not train on the official full training set (why, how many)
+
+    @property
+    def in_ci(self) -> bool | None:
+        """Is the paper's value inside our 95% interval? None when either is missing."""
+        if any(math.isnan(x) for x in (self.ci_low, self.ci_high, self.paper)) or self.is_params:
+            return None
+        return self.ci_low <= self.paper <= self.ci_high
 
     @property
     def is_params(self) -> bool:
@@ -93,6 +105,10 @@ class Table:
     cells: list[Cell] = field(default_factory=list)
     runs: list[dict[str, Any]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    variants: list[dict[str, Any]] = field(default_factory=list)  # every variant of every (row, dataset)
+    # paired samples behind each cell for the claims: (row, dataset, metric) -> {(seed, fold) or (seed,): value}
+    samples: dict[tuple[str, str, str], dict[tuple, float]] = field(default_factory=dict)
+    profile: str = "paper"
 
     def header(self, metric: str) -> str:
         return dict(self.spec.headers).get(metric, METRIC_HEADERS[metric])
@@ -123,10 +139,16 @@ class Table:
             }
             d.update(
                 diff=c.diff,
+                ci_low=c.ci_low,
+                ci_high=c.ci_high,
+                paper_in_ci=c.in_ci,
+                n_seeds=c.n_seeds,
                 n_runs=c.n_runs,
                 n_expected=c.n_expected,
                 marker=c.marker,
                 flag=c.flag,
+                data_mark=c.data_mark,
+                variant=c.variant,
                 note=c.note,
                 reference_only=c.reference_only,
             )
@@ -149,9 +171,20 @@ class Table:
             "fold",
             "seed",
             "config_hash",
+            "variant",
+            "recipe",
+            "used",
+            "train_images",
+            "train_official",
+            "wandb_id",
             "finished_at",
         ]
         df = pd.DataFrame(self.runs, columns=cols)
         for col in ("fold", "seed"):
             df[col] = pd.to_numeric(df[col], errors="coerce").astype("Int64")
         return df
+
+    def variants_frame(self) -> pd.DataFrame:
+        cols = ["table", "row", "dataset", "variant", "recipe", "seed", "folds", "expected", "single", "full",
+                "used", "average", "runs"]
+        return pd.DataFrame(self.variants, columns=cols)

@@ -1,42 +1,41 @@
-"""The paper's table rows: the single source of which model each row is (PAPER_SPEC §2.1-2.3, §5).
+"""The paper's table rows, derived from the experiment configs (a row is declared once: its YAML file).
 
-``ROWS[table][row]`` is a :class:`RowDef`.  ``row`` is the ``meta.row`` of the run records (and the
-``experiment.row`` of the Hydra experiment configs, which must agree with :attr:`RowDef.model`);
-``paper_model`` is the model name in ``results/paper_reference.csv`` (PAPER_SPEC Appendix B).
+``ROWS[table][row]`` is a :class:`RowDef` built from ``configs/experiment/<table>/<row>.yaml`` (plus the rows of
+other tables whose ``experiment.also_in`` names ``table``; Table 5 re-reports four Table 4 runs that way), via
+:func:`crelu.config.experiments.experiment_entries`.  The experiment config's ``experiment`` block gives
 
-:attr:`RowDef.model` holds ``family`` plus the row-specific ``ModelConfig`` fields.  The family-wide recipe
-(dropout rates, etc.) lives in the family's model config; the few family fields that matter here are set in
-:data:`FAMILY_MODEL` and merged into every row of that family.
+* ``row``: the ``meta.row`` of the run records;
+* ``label``: the row as the paper prints it;
+* ``paper_model``: the model name in ``results/paper_reference.csv`` (default: ``row``).
 
-Placement and halving rules, with their tags:
+:attr:`RowDef.model` is the row's ``model`` config as Hydra composes it (the same composition the training
+CLI uses), so the tables, the parameter counts and the training runs can never disagree about a row's network.
+Rows are listed in the paper's order (their first appearance in ``paper_reference.csv``); rows the paper does
+not have come after, by name.  Adding a row = one YAML file (+ its paper values in the CSV, if any).
 
-* Table 1 (ConvPool-CNN-C): CReLU/AVR on conv1..conv8, never on the classifier conv9 (INFERRED, forced by the
-  parameter counts, PAPER_SPEC §2.1); "+ (half)" halves conv1..conv8.
-* Table 2 (VGG): CReLU after conv1 / conv1,3 / conv1,3,5 with those layers' filters halved [PAPER].
-* Tables 4/5 (All-CNN-B): CReLU/AVR after the listed convs [PAPER]; CReLU (conv1,4,7) halves 1, 4, 7 [PAPER];
-  CReLU (all) halves every conv including the classifier conv12 -> 500 filters + CReLU (INFERRED, forced by
-  the 4.7M count, PAPER_SPEC §2.3); AVR rows keep the baseline filters (INFERRED).  ``dropout_input = 0``
-  (All-CNN-B has no input dropout).
-* Table 5 reuses the Table 4 rows it reports; its other rows (AlexNet, FriedNet, PrunedNet) are other papers'
-  numbers, listed in :data:`REFERENCE_ONLY` and shown with the paper's values only.
+Table 5's other rows (AlexNet, FriedNet, PrunedNet) are other papers' numbers: :data:`REFERENCE_ONLY`, shown
+with the paper's values only.  ``CRELU_CONFIG_DIR`` points everything at another config tree.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import functools
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
+from crelu.config.compose import config_dir
+
 __all__ = [
     "DATASET_CLASSES",
-    "FAMILY_MODEL",
     "REFERENCE_ONLY",
     "ROWS",
     "TABLE_DATASETS",
     "RowDef",
     "model_config",
     "row_def",
+    "table_rows",
 ]
 
 DATASET_CLASSES = MappingProxyType({"cifar10": 10, "cifar100": 100, "imagenet": 1000})
@@ -48,120 +47,6 @@ TABLE_DATASETS = MappingProxyType(
         "table4": ("imagenet",),
         "table5": ("imagenet",),
     }
-)
-
-FAMILY_MODEL: Mapping[str, Mapping[str, Any]] = MappingProxyType(
-    {
-        "convpool_c": MappingProxyType({"family": "convpool_c"}),
-        "vgg": MappingProxyType({"family": "vgg", "init": "msr_fanout"}),
-        "allcnn_b": MappingProxyType({"family": "allcnn_b", "dropout_input": 0.0}),
-    }
-)
-
-
-@dataclass(frozen=True)
-class RowDef:
-    """One row of a paper table: how to build its model and how to find its numbers."""
-
-    table: str  # "table1" | "table2" | "table4" | "table5"
-    row: str  # meta.row of its run records
-    paper_model: str  # model name in paper_reference.csv
-    label: str  # the row as the paper prints it
-    family: str
-    overrides: Mapping[str, Any] = field(default_factory=dict)  # row-specific ModelConfig fields
-    record_tables: tuple[str, ...] = ()  # meta.table values whose runs fill this row (default: (table,))
-
-    @property
-    def model(self) -> dict[str, Any]:
-        """``family`` + family defaults + row overrides: the ``model`` config fields of this row."""
-        return {**FAMILY_MODEL[self.family], **_plain(self.overrides)}
-
-    @property
-    def datasets(self) -> tuple[str, ...]:
-        return TABLE_DATASETS[self.table]
-
-    @property
-    def sources(self) -> tuple[str, ...]:
-        return self.record_tables or (self.table,)
-
-
-def _plain(m: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: (
-            {a: list(v) for a, v in val.items()}
-            if isinstance(val, Mapping)
-            else (list(val) if isinstance(val, (list, tuple)) else val)
-        )
-        for k, val in m.items()
-    }
-
-
-def _r(lo: int, hi: int) -> tuple[int, ...]:
-    return tuple(range(lo, hi + 1))
-
-
-def _crelu(layers, halve=()) -> dict[str, Any]:
-    d: dict[str, Any] = {"activation_layers": {"crelu": tuple(layers)}}
-    if halve:
-        d["halve_layers"] = tuple(halve)
-    return d
-
-
-def _avr(layers) -> dict[str, Any]:
-    return {"activation_layers": {"avr": tuple(layers)}}
-
-
-_T1 = [
-    ("baseline", "Baseline", {}),
-    ("double", "+ (double)", {"width_mult": 2.0}),
-    ("avr", "AVR", {"activation": "avr"}),
-    ("crelu", "CReLU", _crelu(_r(1, 8))),
-    ("crelu_half", "+ (half)", _crelu(_r(1, 8), _r(1, 8))),
-]
-_T2 = [
-    ("vgg", "vgg", "VGG", {}),
-    ("crelu_conv1", "vgg_crelu_conv1", "(conv1)", _crelu((1,), (1,))),
-    ("crelu_conv1_3", "vgg_crelu_conv1_3", "(conv1,3)", _crelu((1, 3), (1, 3))),
-    ("crelu_conv1_3_5", "vgg_crelu_conv1_3_5", "(conv1,3,5)", _crelu((1, 3, 5), (1, 3, 5))),
-]
-_T4 = [
-    ("baseline", "Baseline", {}),
-    ("avr_conv1_4", "AVR (conv1–4)", _avr(_r(1, 4))),
-    ("avr_conv1_7", "AVR (conv1–7)", _avr(_r(1, 7))),
-    ("avr_conv1_9", "AVR (conv1–9)", _avr(_r(1, 9))),
-    ("crelu_conv1_4_7", "CReLU (conv1,4,7)", _crelu((1, 4, 7), (1, 4, 7))),
-    ("crelu_conv1_4", "CReLU (conv1–4)", _crelu(_r(1, 4))),
-    ("crelu_conv1_7", "CReLU (conv1–7)", _crelu(_r(1, 7))),
-    ("crelu_conv1_9", "CReLU (conv1–9)", _crelu(_r(1, 9))),
-    ("crelu_all", "CReLU (all)", _crelu(_r(1, 12), _r(1, 12))),
-]
-_T5 = [
-    ("baseline", "AllConvB"),
-    ("crelu_all", "CReLU (all)"),
-    ("crelu_conv1_4_7", "CReLU (conv1,4,7)"),
-    ("crelu_conv1_4", "CReLU (conv1–4)"),
-]
-
-
-def _build_rows() -> dict[str, dict[str, RowDef]]:
-    t4 = {row: RowDef("table4", row, row, label, "allcnn_b", MappingProxyType(o)) for row, label, o in _T4}
-    return {
-        "table1": {
-            row: RowDef("table1", row, row, label, "convpool_c", MappingProxyType(o)) for row, label, o in _T1
-        },
-        "table2": {
-            row: RowDef("table2", row, pm, label, "vgg", MappingProxyType(o)) for row, pm, label, o in _T2
-        },
-        "table4": t4,
-        "table5": {
-            row: RowDef("table5", row, row, label, "allcnn_b", t4[row].overrides, ("table5", "table4"))
-            for row, label in _T5
-        },
-    }
-
-
-ROWS: Mapping[str, Mapping[str, RowDef]] = MappingProxyType(
-    {t: MappingProxyType(rows) for t, rows in _build_rows().items()}
 )
 
 # Table 5 rows from other papers: (paper_reference.csv model name, label).  No model is built for these.
@@ -176,11 +61,114 @@ REFERENCE_ONLY: Mapping[str, tuple[tuple[str, str], ...]] = MappingProxyType(
 )
 
 
+@dataclass(frozen=True)
+class RowDef:
+    """One row of a paper table: which experiment config trains it and how to find its numbers."""
+
+    table: str  # "table1" | "table2" | "table4" | "table5"
+    row: str  # meta.row of its run records
+    paper_model: str  # model name in paper_reference.csv
+    label: str  # the row as the paper prints it
+    experiment: str  # Hydra experiment option, e.g. "table1/crelu"
+    record_tables: tuple[str, ...] = ()  # meta.table values whose runs fill this row (default: (table,))
+    config_root: str = ""  # the config tree it was read from
+
+    @property
+    def model(self) -> dict[str, Any]:
+        """The row's ``model`` config fields, as Hydra composes ``experiment=<experiment>``."""
+        return dict(_composed_model(self.config_root, self.experiment))
+
+    @property
+    def family(self) -> str:
+        return str(self.model["family"])
+
+    @property
+    def datasets(self) -> tuple[str, ...]:
+        return TABLE_DATASETS[self.table]
+
+    @property
+    def sources(self) -> tuple[str, ...]:
+        return self.record_tables or (self.table,)
+
+
+@functools.lru_cache(maxsize=256)
+def _composed_model(root: str, experiment: str) -> Mapping[str, Any]:
+    import os
+
+    from omegaconf import OmegaConf
+
+    from crelu.config.compose import compose_config
+
+    old = os.environ.get("CRELU_CONFIG_DIR")
+    os.environ["CRELU_CONFIG_DIR"] = root
+    try:
+        cfg = compose_config([f"experiment={experiment}"])
+    finally:
+        if old is None:
+            os.environ.pop("CRELU_CONFIG_DIR", None)
+        else:
+            os.environ["CRELU_CONFIG_DIR"] = old
+    return MappingProxyType(OmegaConf.to_container(cfg.model, resolve=True))
+
+
+def _paper_order(table: str) -> dict[str, int]:
+    from crelu.tables.reference import default_data_path, load_paper_reference
+
+    path = default_data_path("paper_reference.csv")
+    if not path.exists():
+        return {}
+    df = load_paper_reference(path)
+    return {m: i for i, m in enumerate(dict.fromkeys(df.loc[df["table"] == table, "model"]))}
+
+
+@functools.lru_cache(maxsize=16)
+def _load(root: str) -> Mapping[str, Mapping[str, RowDef]]:
+    from crelu.config.experiments import experiment_entries
+
+    out = {}
+    for table in TABLE_DATASETS:
+        order = _paper_order(table)
+        defs = []
+        for e in experiment_entries(table, root):
+            sources = (table,) if e.record_table == table else (table, e.record_table)
+            defs.append(RowDef(table, e.row, e.paper_model, e.label, e.experiment, sources, root))
+        defs.sort(key=lambda d: (order.get(d.paper_model, len(order)), d.row))
+        out[table] = MappingProxyType({d.row: d for d in defs})
+    return MappingProxyType(out)
+
+
+def table_rows(root: str | None = None) -> Mapping[str, Mapping[str, RowDef]]:
+    """``{table: {row: RowDef}}`` read from ``root`` (default: the active config dir)."""
+    return _load(str(root if root is not None else config_dir()))
+
+
+class _Rows(Mapping):
+    """``ROWS``: :func:`table_rows` of the active config dir, read on first use."""
+
+    def _rows(self) -> Mapping[str, Mapping[str, RowDef]]:
+        return table_rows()
+
+    def __getitem__(self, key: str) -> Mapping[str, RowDef]:
+        return self._rows()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._rows())
+
+    def __len__(self) -> int:
+        return len(self._rows())
+
+    def __repr__(self) -> str:
+        return f"ROWS({ {t: list(r) for t, r in self._rows().items()} })"
+
+
+ROWS: Mapping[str, Mapping[str, RowDef]] = _Rows()
+
+
 def row_def(table: str, row: str) -> RowDef:
     try:
         return ROWS[table][row]
     except KeyError:
-        known = {t: sorted(r) for t, r in ROWS.items()}
+        known = {t: list(r) for t, r in ROWS.items()}
         raise KeyError(f"unknown table row {table}/{row}; known rows: {known}") from None
 
 
