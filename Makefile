@@ -123,5 +123,15 @@ BENCH_ARGS ?=
 bench: ## img/s, TFLOP/s, MFU: suite vs plain loop, packed vs sequential -> results/bench/cifar.json (BENCH_ARGS=)
 	$(PYTHON) benchmarks/bench_cifar.py $(BENCH_ARGS)
 
-clean: ## remove Hydra logs and smoke outputs (never touches results/runs/paper)
-	rm -rf results/hydra results/smoke results/runs/smoke outputs multirun .pytest_cache
+# Everything the suite writes that is not a paper-profile result: Hydra logs, smoke/test outputs, the chaos test,
+# offline wandb runs of other profiles, generated smoke data and caches.  Kept: tracked files, results/runs/paper,
+# what is built from it (tables, figures, tuning, bench measurements) and the paper profile's offline wandb runs.
+clean: ## remove Hydra logs, smoke/stress outputs, non-paper wandb runs, caches (keeps paper runs, tracked files)
+	rm -rf results/hydra results/smoke results/stress outputs multirun wandb data/generated .pytest_cache .ruff_cache
+	@[ ! -d results/wandb ] || $(PYTHON) scripts/wandb_sync.py --dir results/wandb --clean-keep paper
+	find results/runs -mindepth 1 -maxdepth 1 ! -name paper -exec rm -rf {} + 2>/dev/null || true
+	find . -path ./.venv -prune -o -name __pycache__ -type d -prune -exec rm -rf {} + 2>/dev/null || true
+
+.PHONY: wandb-sync
+wandb-sync: ## upload every offline wandb run of PROFILE (wandb login first; DRY_RUN=1 only lists them)
+	$(PYTHON) scripts/wandb_sync.py --profile $(PROFILE_) $(if $(filter 1,$(strip $(DRY_RUN))),--dry-run,)
