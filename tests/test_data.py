@@ -131,10 +131,10 @@ def test_protocol_splits_of_the_bundle(fake_cifar10):
     fold = build_data(compose_config([*base, "protocol=kfold", "protocol.folds=4", "protocol.fold=1"]),
                       torch.device("cpu"))
     assert fold.sizes()["train_size"] == 300 and fold.sizes()["val_size"] == 100
-    p1 = build_data(compose_config([*base, "protocol=single", "protocol.holdout=80", "protocol.phase=phase1"]),
-                    torch.device("cpu"))
-    p2 = build_data(compose_config([*base, "protocol=single", "protocol.holdout=80", "protocol.phase=phase2"]),
-                    torch.device("cpu"))
+    p1 = build_data(compose_config([*base, "protocol=single", "protocol.holdout=80"]), torch.device("cpu"),
+                    phase="phase1")
+    p2 = build_data(compose_config([*base, "protocol=single", "protocol.holdout=80"]), torch.device("cpu"),
+                    phase="phase2")
     assert (p1.sizes()["train_size"], p1.sizes()["val_size"]) == (320, 80)
     assert (p2.sizes()["train_size"], p2.sizes()["val_size"]) == (400, 80)
     def pixels(bundle):  # undo each phase's own normalisation

@@ -15,9 +15,9 @@ from crelu.config import compose_config
 from crelu.data.tensor_loader import TensorBatches
 from crelu.models import build_model
 from crelu.models.packed import PackedNet, merge_optimizer_states, split_optimizer_state, stack_inputs
-from crelu.training.engine import train_epoch
+from crelu.training.engine import ModelStep, train_epoch
 from crelu.training.optim import build_optimizer
-from crelu.training.packed import train_epoch_packed
+from crelu.training.packed import PackedStep
 
 NO_DROPOUT = ["model.dropout=0", "model.dropout_input=0", "model.dropout_first=0", "model.dropout_fc=0"]
 ROWS = {
@@ -147,10 +147,10 @@ def test_uneven_member_epochs_sit_out_exactly(row):
     opt = build_optimizer(cfg.optim, net.parameters())
     cpu = torch.device("cpu")
     for epoch in range(2):
-        sep = [train_epoch(m, o, d, gen=torch.Generator().manual_seed(100 * epoch + 7), device=cpu, amp_dtype=None,
-                           quiet=True) for m, o, d in zip(members, opts, data)]
+        sep = [train_epoch(ModelStep(m, o, d, torch.Generator().manual_seed(100 * epoch + 7), device=cpu,
+                                     amp_dtype=None), quiet=True)[0] for m, o, d in zip(members, opts, data)]
         gens = [torch.Generator().manual_seed(100 * epoch + 7) for _ in data]
-        packed = train_epoch_packed(net, opt, data, gens, device=cpu, amp_dtype=None, quiet=True)
+        packed = train_epoch(PackedStep(net, opt, data, gens, device=cpu, amp_dtype=None), quiet=True)
         assert [s.examples for s in packed] == [s.examples for s in sep] == sizes
         assert [s.loss for s in packed] == pytest.approx([s.loss for s in sep], rel=1e-5)
         assert [s.error for s in packed] == pytest.approx([s.error for s in sep], abs=1e-9)

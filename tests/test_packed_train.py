@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from crelu.config import compose_config
-from crelu.protocols.runner import resolve_job, run
+from crelu.protocols import runner as packed_mod
+from crelu.protocols.runner import member_configs, resolve_job, run, train_packed
 from crelu.results.record import load_record
 from crelu.training import DivergedError, train
-from crelu.training import packed as packed_mod
+from crelu.training import run as run_mod
 from crelu.training.checkpoint import load_latest, load_model
-from crelu.training.packed import member_configs, train_packed
-from crelu.training.trainer import resolve_run_dir
+from crelu.training.run import resolve_run_dir
 
 NO_DROPOUT = ["model.dropout=0", "model.dropout_input=0", "model.dropout_first=0", "model.dropout_fc=0"]
 TIMING = {"time_s", "images_per_s"}
@@ -95,7 +95,7 @@ def test_runner_packs_folds_and_relaunch_skips(fake_cifar10, tiny_overrides, tmp
 def test_interrupted_pack_resumes_to_identical_result(fake_cifar10, tiny_overrides, tmp_path, monkeypatch):
     over = _over(tiny_overrides, fake_cifar10, "experiment=table1/crelu")  # dropout on: the shared RNG resumes
     ref = train_packed(_cfgs(over, tmp_path / "ref", folds=(0, 1)))
-    real = packed_mod.train_epoch_packed
+    real = run_mod.train_epoch
     calls = {"n": 0}
 
     def dying(*a, **k):
@@ -104,14 +104,14 @@ def test_interrupted_pack_resumes_to_identical_result(fake_cifar10, tiny_overrid
             raise KeyboardInterrupt("simulated preemption")
         return real(*a, **k)
 
-    monkeypatch.setattr(packed_mod, "train_epoch_packed", dying)
+    monkeypatch.setattr(run_mod, "train_epoch", dying)
     cfgs = _cfgs(over, tmp_path / "resumed", folds=(0, 1))
     with pytest.raises(KeyboardInterrupt):
         train_packed(cfgs)
     dirs = [packed_mod.resolve_run_dir(c)[0] for c in cfgs]
     assert [load_record(d).status for d in dirs] == ["interrupted"] * 2
     assert [load_latest(d)["epoch"] for d in dirs] == [1, 1]
-    monkeypatch.setattr(packed_mod, "train_epoch_packed", real)
+    monkeypatch.setattr(run_mod, "train_epoch", real)
     res = train_packed(cfgs)
     assert [r.resumed_from_epoch for r in res] == [1, 1] and [r.status for r in res] == ["finished"] * 2
     for a, b in zip(ref, res):

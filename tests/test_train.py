@@ -7,10 +7,10 @@ import torch
 from tests.conftest import shared_cifar_root
 
 from crelu.config import compose_config
-from crelu.protocols.runner import run
+from crelu.protocols.runner import reach_target, run
 from crelu.results.record import load_record
 from crelu.training import DivergedError, train
-from crelu.training import trainer as trainer_mod
+from crelu.training import run as trainer_mod
 
 
 def _cfg(root, over, *extra):
@@ -30,8 +30,9 @@ def test_train_writes_a_complete_run_record(fake_cifar10, tiny_overrides):
     assert d["params"] == sum(p.numel() for p in trainer_mod.build_model(
         compose_config(["experiment=table1/crelu", "model.width_scale=0.125"]).model, 10).parameters())
     assert len(d["epochs"]) == 2 and [e["lr"] for e in d["epochs"]] == pytest.approx([0.01, 0.001])
-    for key in ("train_loss", "train_error", "test_loss", "test_error", "images_per_s"):
-        assert key in d["epochs"][0]
+    for key in ("train_loss", "train_error", "test_loss", "test_error", "images_per_s", "steps"):
+        assert key in d["epochs"][-1]  # the test set is evaluated every train.eval_test_every epochs and at the end
+    assert "test_error" not in d["epochs"][0] and d["epochs"][0]["steps"] == 3
     f = d["final"]
     assert 0 <= f["test_error"] <= 100 and f["stop_reason"] == "schedule_end" and f["epoch"] == 2
     assert d["env"]["device"] == "cpu" and d["wall_time_s"] > 0 and d["data"]["train_size"] == 400
@@ -116,7 +117,7 @@ def test_single_protocol_runs_both_phases_in_one_job(fake_cifar10, tiny_override
     assert p1.data["data"]["train_size"] == 320 and p2.data["data"]["train_size"] == 400
     proto = top.data["protocol"]
     assert proto["L_star"] == pytest.approx(p1.final["train_eval_loss"])
-    assert p2.data["config"]["protocol"]["target_loss"] == pytest.approx(proto["L_star"])
+    assert p2.data["protocol"]["target_loss"] == pytest.approx(proto["L_star"])
     reached_at = [e["epoch"] for e in p2.epochs if e["val_loss"] <= proto["L_star"]]
     assert proto["reached"] == bool(reached_at)
     assert proto["stop_epoch"] == (reached_at[0] if reached_at else 2) == len(p2.epochs)
@@ -126,9 +127,9 @@ def test_single_protocol_runs_both_phases_in_one_job(fake_cifar10, tiny_override
 
 
 def test_single_stops_at_the_first_epoch_below_target(fake_cifar10, tiny_overrides, tmp_path):
-    cfg = _cfg(fake_cifar10, tiny_overrides, "protocol=single", "protocol.holdout=80", "protocol.phase=phase2",
-               "protocol.target_loss=1e9", "schedule.epochs=5", f"output.run_dir={tmp_path / 'p2'}")
-    res = train(cfg)
+    cfg = _cfg(fake_cifar10, tiny_overrides, "protocol=single", "protocol.holdout=80", "schedule.epochs=5",
+               f"output.run_dir={tmp_path / 'p2'}")
+    res = train(cfg, phase="phase2", stop_when=reach_target(1e9))
     assert res.final["stop_reason"] == "target_loss_reached" and len(res.record["epochs"]) == 1
 
 

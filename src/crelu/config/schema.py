@@ -32,6 +32,7 @@ class DatasetConfig:
     resize: int = 256  # shorter side before cropping
     lighting_std: float = 0.1  # AlexNet PCA colour noise (0 disables)
     workers: int = 8  # DataLoader workers (ImageNet only; CIFAR never uses workers)
+    decode: str = "cpu"  # ImageNet JPEG decoding: cpu (workers) | gpu (on the CUDA device); $CRELU_IMAGENET_DECODE wins
 
 
 @dataclass
@@ -93,6 +94,8 @@ class TrainConfig:
     checkpoint: bool = True  # keep a resumable checkpoint during training (every epoch)
     checkpoint_every_steps: int | None = None  # also checkpoint mid-epoch (long ImageNet epochs)
     threads: int | None = None  # torch CPU threads
+    nan_check_every: int = 20  # stop a diverged run within this many steps (one host sync each time; 0: epoch end)
+    eval_test_every: int = 10  # test-set evaluation every N epochs during training (and always at the end)
 
 
 @dataclass
@@ -103,8 +106,6 @@ class ProtocolConfig:
     split_seed: int = 20160301  # folds / hold-out split, independent of train.seed
     holdout: int = 10000  # single: size of the held-out part of the training set
     stop_point: str = "end"  # single phase 1 stopping point: end | best_val
-    phase: str | None = None  # single: set by the protocol runner (phase1 | phase2)
-    target_loss: float | None = None  # single phase 2: L* from phase 1 (set by the runner)
     eval_mode: str = "center"  # imagenet: center | tenpatch | both
     job: str | None = None  # table sweeps: "single" or "fold<K>" picks the protocol and fold of one job
     pack: int = 1  # kfold: train folds fold..fold+pack-1 together as one stacked network (crelu.training.packed)
@@ -139,6 +140,7 @@ class OutputConfig:
     root: str = "results/runs"  # run directories live under root/<profile>/<run key>
     run_dir: str | None = None  # explicit run directory (overrides the run key)
     overwrite: bool = False  # re-run a finished run instead of skipping it
+    lock_wait_s: float | None = None  # a run directory locked by another live job: wait this long (None: until free)
 
 
 @dataclass

@@ -22,7 +22,7 @@ Pipeline (PAPER_SPEC §3.3, §4.4; [BASE-RECALL: Krizhevsky et al. 2012]):
   lighting noise with ``alpha ~ N(0, dataset.lighting_std)`` on AlexNet's RGB eigenvectors (0 disables);
 * per-channel mean/std normalisation with the standard ImageNet training-set statistics (INFERRED: the paper
   says per-channel mean/std; these constants are the usual ones, also used for the generated smoke set);
-* evaluation: ``test`` (every epoch) is the centre crop; :meth:`ImageNetBundle.final_metrics` gives top-1/top-5
+* evaluation: ``test`` (every epoch) is the centre crop; ``DataBundle.crop_eval`` feeds the final top-1/top-5
   errors (%) for the centre crop and the 10 patches (:mod:`crelu.evaluation.tenpatch`) per
   ``protocol.eval_mode``.  ``dataset.train_subset``/``test_subset`` keep a class-stratified subset (INFERRED
   for val: its files are sorted by class, so "the first N" would be one class).
@@ -56,16 +56,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import torchvision.transforms.functional as TF
-from omegaconf import OmegaConf
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 from torchvision.io import ImageReadMode, decode_image, decode_jpeg, read_file
 
 from crelu.data.cifar import DataNotFoundError
-from crelu.data.module import DataBundle
-from crelu.evaluation.tenpatch import EVAL_MODES, center_crop, center_offset, crop_error_counts, errors_from_counts
-from crelu.training import distributed as ddp
+from crelu.data.module import CropEval, DataBundle
+from crelu.data.sharding import block, check_global_batch
+from crelu.evaluation.tenpatch import EVAL_MODES, center_crop, center_offset
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +264,7 @@ class LoaderBatches:
         self.loader, self.plan, self.items, self.finish = loader, plan, items, finish
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.rank, self.world = rank, world
-        self.local = ddp.check_global_batch(batch_size, drop_last, world)
+        self.local = check_global_batch(batch_size, drop_last, world)
         self.total = len(items) if total is None else total
 
     def __len__(self) -> int:
@@ -305,25 +304,9 @@ class LoaderBatches:
             yield self.finish(batch)
 
 
-@dataclass
-class ImageNetBundle(DataBundle):
-    """:class:`DataBundle` + the full validation squares for the centre-crop / 10-patch final metrics."""
-
-    full_val: LoaderBatches | None = None
-    image_size: int = 227
-    eval_mode: str = "both"
-    channels_last: bool = False
-    sharded: bool = True  # already split by DDP rank (crelu.training.distributed.shard_bundle leaves it)
-
-    def final_metrics(self, model, *, device: torch.device, amp_dtype) -> dict[str, float]:
-        counts = crop_error_counts(model, self.full_val.epoch(None), size=self.image_size, eval_mode=self.eval_mode,
-                                   amp_dtype=amp_dtype, channels_last=self.channels_last)
-        return errors_from_counts(ddp.reduce_counts(counts))
-
-
 def use_device_decode(cfg, device: torch.device) -> bool:
     """The optional on-device JPEG path: asked for by ``$CRELU_IMAGENET_DECODE``/``dataset.decode`` and CUDA."""
-    want = os.environ.get(DECODE_ENV) or OmegaConf.select(cfg, "dataset.decode", default=None) or "cpu"
+    want = os.environ.get(DECODE_ENV) or cfg.dataset.decode
     if want not in ("cpu", "gpu"):
         raise ValueError(f"{DECODE_ENV} / dataset.decode must be cpu or gpu, got {want!r}")
     if want == "gpu" and device.type != "cuda":
@@ -334,12 +317,13 @@ def use_device_decode(cfg, device: torch.device) -> bool:
 
 
 def _subset(labels: np.ndarray, n: int | None, seed: int) -> np.ndarray:
-    from crelu.protocols.folds import stratified_subset
+    from crelu.data.splits import stratified_subset
 
     return np.arange(len(labels)) if n is None or n >= len(labels) else stratified_subset(labels, n, seed)
 
 
-def build_imagenet(cfg, device: torch.device, channels_last: bool = False) -> ImageNetBundle:
+def build_imagenet(cfg, device: torch.device, channels_last: bool = False, rank: int = 0, world: int = 1
+                   ) -> DataBundle:
     """Index ``dataset.root``, check it, and build the training / validation batches for this rank."""
     d, p, t = cfg.dataset, cfg.protocol, cfg.train
     if p.name != "full":
@@ -361,7 +345,7 @@ def build_imagenet(cfg, device: torch.device, channels_last: bool = False) -> Im
     if len(tr.classes) != d.num_classes:
         raise ValueError(f"{root} has {len(tr.classes)} class folders but dataset.num_classes={d.num_classes}; "
                          f"pass dataset.num_classes={len(tr.classes)} (the model's classifier is built from it)")
-    r, world = ddp.rank(), ddp.world_size()
+    r = rank
     raw = use_device_decode(cfg, device)
     common = dict(resize=d.resize, size=d.image_size, flip=d.flip, lighting_std=d.lighting_std, raw=raw)
     fin = dict(resize=d.resize, size=d.image_size, raw=raw, channels_last=channels_last)
@@ -376,7 +360,7 @@ def build_imagenet(cfg, device: torch.device, channels_last: bool = False) -> Im
         _Finish(device, train=True, lighting=d.lighting_std > 0, crop=False, **fin),
         batch_size=t.batch_size, shuffle=True, drop_last=t.drop_last, rank=r, world=world)
     val_items = _subset(va.labels, d.test_subset, p.split_seed)
-    lo, hi = ddp.block(len(val_items), r, world)
+    lo, hi = block(len(val_items), r, world)
     full_val = LoaderBatches(
         DataLoader(_Images(va, train=False, **common), batch_sampler=val_plan, **kw), val_plan, val_items[lo:hi],
         _Finish(device, train=False, lighting=False, crop=False, **fin),
@@ -385,6 +369,5 @@ def build_imagenet(cfg, device: torch.device, channels_last: bool = False) -> Im
     log.info("ImageNet %s: %d classes, %d train / %d val images%s, decode on %s", root, len(tr.classes),
              len(train_items), len(val_items), f" (rank {r} of {world})" if world > 1 else "",
              device if raw else "cpu")
-    return ImageNetBundle(train, {"test": test}, d.num_classes, list(IMAGENET_MEAN), list(IMAGENET_STD),
-                          full_val=full_val, image_size=d.image_size, eval_mode=p.eval_mode,
-                          channels_last=channels_last)
+    return DataBundle(train, {"test": test}, d.num_classes, list(IMAGENET_MEAN), list(IMAGENET_STD),
+                      crop_eval=CropEval(full_val, d.image_size, p.eval_mode, channels_last), sharded=True)

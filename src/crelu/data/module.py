@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,13 +27,24 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class CropEval:
+    """The full-size validation images and settings of ImageNet's centre-crop / 10-patch evaluation."""
+
+    batches: Any  # yields (uint8-or-float squares, labels) through .epoch(None)
+    image_size: int
+    eval_mode: str
+    channels_last: bool = False
+
+
+@dataclass
 class DataBundle:
     """Everything the training loop needs: the training batches and named evaluation sets.
 
     ``train`` and every value of ``evals`` follow one small interface (see :class:`TensorBatches`):
     ``epoch(gen, max_steps=None)`` yields ``(x, y)`` batches on the device, ``len()`` is the number of batches
     of an epoch and ``num_examples`` the number of images.  Another dataset (ImageNet) provides the same
-    interface and may override :meth:`final_metrics`.
+    interface.  ``crop_eval`` (ImageNet) holds what the final centre-crop / 10-patch evaluation needs: the
+    training loop runs it through :mod:`crelu.evaluation` at the end of a run.
     """
 
     train: TensorBatches
@@ -41,18 +53,30 @@ class DataBundle:
     mean: list[float] = field(default_factory=list)
     std: list[float] = field(default_factory=list)
 
-    def final_metrics(self, model, *, device: torch.device, amp_dtype) -> dict[str, float]:
-        """Extra end-of-training metrics (ImageNet: centre-crop and 10-patch top-1/top-5); none for CIFAR."""
-        return {}
+    crop_eval: CropEval | None = None
+    sharded: bool = False
+
+    def shard(self, rank: int, world: int) -> DataBundle:
+        """This rank's share of every split (a no-op for a bundle its builder already sharded, or one process)."""
+        if world == 1 or self.sharded:
+            return self
+        self.train = self.train.shard(rank, world)
+        self.evals = {k: v.shard(rank, world) for k, v in self.evals.items()}
+        self.sharded = True
+        return self
 
     def sizes(self) -> dict[str, int]:
         return {"train_size": self.train.num_examples,
                 **{f"{k}_size": v.num_examples for k, v in self.evals.items()}}
 
 
-def split_indices(labels: np.ndarray, protocol) -> tuple[np.ndarray, np.ndarray | None]:
-    """``(train_idx, val_idx)`` into ``labels`` for the run's protocol (and Single phase)."""
-    from crelu.protocols.folds import holdout_split, kfold_indices
+def split_indices(labels: np.ndarray, protocol, phase: str | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(train_idx, val_idx)`` into ``labels`` for the run's protocol (and, for Single, its ``phase``).
+
+    Single's ``phase1`` (also the tuning split of ``make tune``) trains without the hold-out and validates on it;
+    ``phase2`` trains on everything and monitors the hold-out.
+    """
+    from crelu.data.splits import holdout_split, kfold_indices
 
     n = len(labels)
     if protocol.name == "full":
@@ -65,13 +89,13 @@ def split_indices(labels: np.ndarray, protocol) -> tuple[np.ndarray, np.ndarray 
         if not 0 < protocol.holdout < n:
             raise ValueError(f"protocol.holdout={protocol.holdout} must be between 1 and the {n} training images")
         train_idx, hold_idx = holdout_split(labels, protocol.holdout, protocol.split_seed)
-        if protocol.phase == "phase2":
+        if phase == "phase2":
             return np.arange(n), hold_idx
         return train_idx, hold_idx
     raise ValueError(f"unknown protocol {protocol.name!r}; use full, kfold or single")
 
 
-def build_cifar(cfg, device: torch.device, channels_last: bool = False) -> DataBundle:
+def build_cifar(cfg, device: torch.device, channels_last: bool = False, phase: str | None = None) -> DataBundle:
     d = cfg.dataset
     kw = dict(download=d.download, allow_modified=d.allow_modified)
     x_train, y_train = load_cifar(d.name, d.root, train=True, **kw)
@@ -80,14 +104,14 @@ def build_cifar(cfg, device: torch.device, channels_last: bool = False) -> DataB
     if n_classes > d.num_classes:
         raise ValueError(f"{d.name} has {n_classes} classes but dataset.num_classes={d.num_classes}")
     if d.train_subset is not None and d.train_subset < len(y_train):
-        from crelu.protocols.folds import stratified_subset
+        from crelu.data.splits import stratified_subset
 
         keep = stratified_subset(y_train, d.train_subset, cfg.protocol.split_seed)
         x_train, y_train = x_train[keep], y_train[keep]
     if d.test_subset is not None:
         x_test, y_test = x_test[: d.test_subset], y_test[: d.test_subset]
 
-    train_idx, val_idx = split_indices(y_train, cfg.protocol)
+    train_idx, val_idx = split_indices(y_train, cfg.protocol, phase)
     xt = torch.from_numpy(x_train)
     mean, std = channel_stats(xt[torch.from_numpy(train_idx)])
 
@@ -111,12 +135,13 @@ def build_cifar(cfg, device: torch.device, channels_last: bool = False) -> DataB
     return DataBundle(train, evals, d.num_classes, mean.tolist(), std.tolist())
 
 
-def build_data(cfg, device: torch.device, channels_last: bool = False) -> DataBundle:
-    """Dispatch on ``dataset.name``."""
+def build_data(cfg, device: torch.device, channels_last: bool = False, *, phase: str | None = None,
+               rank: int = 0, world: int = 1) -> DataBundle:
+    """Dispatch on ``dataset.name``; ``phase`` picks Single's split, ``rank``/``world`` this process's shard."""
     if cfg.dataset.name in ("cifar10", "cifar100"):
-        return build_cifar(cfg, device, channels_last)
+        return build_cifar(cfg, device, channels_last, phase).shard(rank, world)
     if cfg.dataset.name == "imagenet":
         from crelu.data.imagenet import build_imagenet
 
-        return build_imagenet(cfg, device, channels_last)
+        return build_imagenet(cfg, device, channels_last, rank, world)
     raise ValueError(f"unknown dataset {cfg.dataset.name!r}; use cifar10, cifar100 or imagenet")

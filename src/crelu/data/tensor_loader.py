@@ -82,3 +82,10 @@ class TensorBatches:
             if self.channels_last:
                 xb = xb.contiguous(memory_format=torch.channels_last)
             yield xb, yb
+
+    def shard(self, rank: int, world: int):
+        """Rank ``rank``'s view: its rows of every global batch (training, ``shuffle``) or a contiguous block of
+        the examples (evaluation) -- :mod:`crelu.data.sharding`."""
+        from crelu.data.sharding import EvalShard, RankShard
+
+        return RankShard(self, rank, world) if self.shuffle else EvalShard(self, rank, world)

@@ -10,8 +10,10 @@ member's computation exact:
 * CReLU -> :class:`PackedCReLU`: ``cat([relu(z_k), relu(-z_k)])`` inside each member's block, so member ``k``'s
   2F channels keep the single-model order (positive phases, then negative phases);
 * ``Linear(I, O)`` -> :class:`PackedLinear`: one batched matmul over the K members;
-* ReLU / |x| / identity, dropout, max/avg pooling, global average pooling and flatten are element- or
-  channel-wise, so the same module works on the stacked tensor (dropout masks are drawn independently for each
+* any other registered activation that multiplies channels -> :class:`PerMember` (applied block by block);
+* every activation the registry marks element-wise (ReLU, |x|, identity, and any new one), dropout, max/avg
+  pooling, global average pooling and flatten are element- or channel-wise, so the same module works on the
+  stacked tensor (dropout masks are drawn independently for each
   element, hence independently per member).
 
 The input is the K members' batches stacked along channels, ``(B, K*3, H, W)``; the output is ``(B, K, classes)``.
@@ -32,10 +34,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from crelu.models.base import GlobalAvgPool, PaperNet
-from crelu.nn.activations import AVR, CReLU, Identity, ReLU
+from crelu.nn.activations import CReLU, activation_info
 
 # Modules that act on each element or each channel on its own: they work unchanged on the stacked tensor.
-_CHANNELWISE = (ReLU, AVR, Identity, nn.ReLU, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, GlobalAvgPool)
+_CHANNELWISE = (nn.ReLU, nn.Dropout, nn.MaxPool2d, nn.AvgPool2d, GlobalAvgPool)  # besides the registry's
 _BN_COUNTER = "num_batches_tracked"
 
 
@@ -56,6 +58,23 @@ class PackedCReLU(nn.Module):
 
     def extra_repr(self) -> str:
         return f"k={self.k}"
+
+
+class PerMember(nn.Module):
+    """Apply a per-sample module to each member's channel block: ``(B, K*C, ...) -> (B, K*C', ...)``.
+
+    The K blocks are folded into the batch axis, so any module that maps one sample's channels to new
+    channels (a channel-doubling activation, say) gives member ``k`` exactly what it gives the lone network.
+    """
+
+    def __init__(self, module: nn.Module, k: int) -> None:
+        super().__init__()
+        self.module, self.k = module, k
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, kc = x.shape[:2]
+        y = self.module(x.reshape(b * self.k, kc // self.k, *x.shape[2:]))
+        return y.reshape(b, self.k * y.shape[1], *y.shape[2:])
 
 
 class PackedLinear(nn.Module):
@@ -100,10 +119,15 @@ def pack_module(module: nn.Module, k: int) -> nn.Module:
                        track_running_stats=m.track_running_stats)
     if isinstance(module, nn.Linear):
         return PackedLinear(k, module.in_features, module.out_features, bias=module.bias is not None)
+    act = activation_info(module)
+    if act is not None and act.elementwise:  # any registered element-wise activation
+        return copy.deepcopy(module)
     if isinstance(module, CReLU):
         if module.dim != 1:
             raise TypeError(f"can only pack a CReLU over the channel axis (dim=1), got dim={module.dim}")
-        return PackedCReLU(k)
+        return PackedCReLU(k)  # the fused form of PerMember(CReLU()) below
+    if act is not None:  # any other registered activation: applied to each member's channel block
+        return PerMember(copy.deepcopy(module), k)
     if isinstance(module, nn.Flatten):
         if module.start_dim != 1 or module.end_dim != -1:
             raise TypeError("can only pack nn.Flatten(start_dim=1, end_dim=-1)")

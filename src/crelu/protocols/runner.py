@@ -17,47 +17,58 @@ eval-mode error on the whole training set (Table 1's "Single train" column).
 from __future__ import annotations
 
 import logging
+import shutil
 
 from omegaconf import DictConfig, OmegaConf
 
 from crelu.config.schema import validate_config
 from crelu.protocols.single import phase1_target
-from crelu.results.record import RecordError, RunRecord, SchemaVersionError, load_record, now_iso
+from crelu.results.record import RunRecord, now_iso
 from crelu.results.runkey import run_meta
-from crelu.training.trainer import RunResult, resolve_run_dir, train
+from crelu.training.run import RunLock, RunResult, RunSpec, finished_run, resolve_run_dir, train, train_runs
 
 log = logging.getLogger(__name__)
 
 
-def _phase_cfg(cfg: DictConfig, run_dir, phase: str, target: float | None = None) -> DictConfig:
+def _phase_cfg(cfg: DictConfig) -> DictConfig:
     c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
     OmegaConf.set_struct(c, True)
-    c.protocol.phase = phase
-    c.protocol.target_loss = target
-    c.output.run_dir = str(run_dir / phase)
     c.output.overwrite = False  # the top-level decides; phases resume or skip
     return c
 
 
+def reach_target(l_star: float):
+    """Phase 2's stopping rule: the first epoch whose hold-out (``val``) loss is <= L*."""
+    def stop_when(row: dict) -> str | None:
+        return "target_loss_reached" if row.get("val_loss", float("inf")) <= l_star else None
+
+    return stop_when
+
+
 def run_single(cfg: DictConfig) -> RunResult:
     top, key = resolve_run_dir(cfg)
-    if not cfg.output.overwrite:
-        try:
-            rec = load_record(top)
-            if rec.status == "finished":
-                log.info("finished Single run found at %s: skipping", top)
-                return RunResult(top, "finished", rec.final, skipped=True, record=rec.data)
-        except SchemaVersionError:
-            raise
-        except RecordError:
-            pass
-    elif top.exists():
-        import shutil
+    done = finished_run(top, cfg.output.overwrite)
+    if done is not None:
+        return done
+    lock = RunLock(top)
+    try:
+        if lock.acquire(cfg.output.lock_wait_s) and (done := finished_run(top)) is not None:
+            return done  # an identical job finished it while we waited
+        return _run_single(cfg, top, key)
+    finally:
+        lock.release()
 
-        shutil.rmtree(top)
-    p1 = train(_phase_cfg(cfg, top, "phase1"))
+
+def _run_single(cfg: DictConfig, top, key: str) -> RunResult:
+    if cfg.output.overwrite:
+        for sub in ("phase1", "phase2"):
+            shutil.rmtree(top / sub, ignore_errors=True)
+        (top / "run.json").unlink(missing_ok=True)
+    phase_cfg = _phase_cfg(cfg)
+    p1 = train(phase_cfg, phase="phase1", run_dir=top / "phase1", keep_best=cfg.protocol.stop_point == "best_val")
     l_star = phase1_target(p1.record, cfg.protocol.stop_point)
-    p2 = train(_phase_cfg(cfg, top, "phase2", target=l_star))
+    p2 = train(phase_cfg, phase="phase2", run_dir=top / "phase2", stop_when=reach_target(l_star),
+               protocol={"target_loss": l_star})
     reached = p2.final["stop_reason"] == "target_loss_reached"
     if not reached:
         log.warning("Single phase 2 of %s never reached L*=%.4f on the hold-out; flagged in the record", key, l_star)
@@ -111,11 +122,48 @@ def run(cfg: DictConfig) -> RunResult:
     validate_config(cfg)
     cfg = resolve_job(cfg)
     if cfg.protocol.pack != 1:  # k-fold: this job trains folds fold..fold+pack-1 together (crelu.training.packed)
-        from crelu.training.packed import run_packed, unpacked_config
-
         if cfg.protocol.name == "kfold":
             return run_packed(cfg)
         cfg = unpacked_config(cfg)  # other protocols ignore pack (and keep their ordinary run key)
-    if cfg.protocol.name == "single" and cfg.protocol.phase is None:
+    if cfg.protocol.name == "single":
         return run_single(cfg)
     return train(cfg)
+
+
+def unpacked_config(cfg: DictConfig) -> DictConfig:
+    """A resolved copy of ``cfg`` with ``protocol.pack=1`` (the config, and run key, of an ordinary run)."""
+    c = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    OmegaConf.set_struct(c, True)
+    c.protocol.pack = 1
+    return c
+
+
+def member_configs(cfg: DictConfig) -> list[DictConfig]:
+    """The folds a packed k-fold job trains: ``fold .. min(fold+pack, folds)-1``, each an ordinary config."""
+    p = cfg.protocol
+    if p.pack < 1:
+        raise ValueError(f"protocol.pack must be >= 1, got {p.pack}")
+    if p.name != "kfold" or p.fold is None:
+        raise ValueError(f"protocol.pack={p.pack} packs k-fold runs; got protocol.name={p.name}, fold={p.fold}")
+    if cfg.output.run_dir:
+        raise ValueError("output.run_dir names one run directory; a packed job writes one per fold under "
+                         "output.root (drop output.run_dir or use protocol.pack=1)")
+    out = []
+    for fold in range(p.fold, min(p.fold + p.pack, p.folds)):
+        c = unpacked_config(cfg)
+        c.protocol.fold, c.protocol.job = fold, None
+        out.append(c)
+    return out
+
+
+def run_packed(cfg: DictConfig) -> RunResult:
+    """Runner entry point: train the job's folds together; the result of the job's own fold is returned."""
+    results = train_runs([RunSpec(c) for c in member_configs(cfg)])
+    for r in results[1:]:
+        log.info("packed fold run %s: %s", r.run_dir, "skipped (already finished)" if r.skipped else r.status)
+    return results[0]
+
+
+def train_packed(cfgs: list[DictConfig]) -> list[RunResult]:
+    """Train K k-fold runs (configs differing only in ``protocol.fold``) together; one RunResult per config."""
+    return train_runs([RunSpec(unpacked_config(c)) for c in cfgs])

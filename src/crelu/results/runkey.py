@@ -16,9 +16,9 @@ from omegaconf import DictConfig, OmegaConf
 
 # Fields that do not change what is computed, so they do not enter the hash.
 _UNHASHED_TRAIN = {"quiet", "log_every", "device", "threads", "checkpoint", "save_logits", "eval_batch_size",
-                   "compile", "checkpoint_every_steps"}
+                   "compile", "checkpoint_every_steps", "nan_check_every", "eval_test_every"}
 _UNHASHED_DATASET = {"root", "download", "allow_modified", "workers"}
-_UNHASHED_PROTOCOL = {"phase", "target_loss", "job"}
+_UNHASHED_PROTOCOL = {"phase", "target_loss", "job"}  # the first two: records of older versions
 
 
 _MISSING = object()
@@ -51,6 +51,36 @@ def config_hash(cfg: DictConfig | dict) -> str:
     }
     blob = json.dumps(keyed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
+
+
+# What a *variant* ignores on top of the unhashed fields: the job within the table (fold, protocol, packing).
+# A variant is everything that changes a result except which fold/phase of a table row a job is; the *recipe* is
+# a variant without its seed.  One table cell is computed from one variant's runs (crelu.tables.collect).
+_NOT_VARIANT = {"protocol": {"name", "fold", "job", "pack"}}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:8]
+
+
+def recipe_id(cfg: DictConfig | dict, data_digest: str | None = None) -> str:
+    """8-hex digest of everything that changes a run's result except its fold/protocol job and its seed.
+
+    ``data_digest`` is the training data's fingerprint digest (:mod:`crelu.data.fingerprint`): the same recipe
+    on another copy of the data is another recipe.  Fields at their schema default are left out (as in
+    :func:`config_hash`).
+    """
+    c, defaults = _plain(cfg), _schema_defaults()
+    keyed = {}
+    for group, skip in _SKIP.items():
+        drop = skip | _NOT_VARIANT.get(group, set()) | ({"seed"} if group == "train" else set())
+        keyed[group] = {k: v for k, v in c[group].items() if k not in drop and v != defaults[group].get(k, _MISSING)}
+    return _digest({"config": keyed, "data": data_digest})
+
+
+def variant_id(cfg: DictConfig | dict, data_digest: str | None = None) -> str:
+    """``<recipe_id>-s<seed>``: the runs of one table row that may be aggregated into one cell."""
+    return f"{recipe_id(cfg, data_digest)}-s{_plain(cfg)['train']['seed']}"
 
 
 def run_meta(cfg: DictConfig | dict) -> dict[str, Any]:

@@ -1,6 +1,12 @@
-"""Training: ``train(cfg) -> RunResult`` and its parts (optimiser/schedule, hot loop, checkpoints, loggers)."""
+"""Training: ``train(cfg) -> RunResult`` and its parts.
+
+``run``      the one run lifecycle (skip, lock, resume, epoch loop, record, fail, finalise), packed folds included
+``engine``   the one training loop (``train_epoch`` over a step adapter) and evaluation
+``packed``   the K-fold step adapter (``PackedStep``)
+``optim``, ``checkpoint``, ``loggers``, ``preemption``, ``distributed``, ``environment``: its parts
+"""
 
 from crelu.training.engine import DivergedError
-from crelu.training.trainer import RunResult, train
+from crelu.training.run import RunResult, RunSpec, train, train_runs
 
-__all__ = ["DivergedError", "RunResult", "train"]
+__all__ = ["DivergedError", "RunResult", "RunSpec", "train", "train_runs"]
