@@ -7,6 +7,8 @@ PROFILE  ?= paper          # paper (the paper's schedules, for GPUs) | smoke (ti
 LAUNCHER ?= basic          # basic (sequential) | joblib (local parallel) | slurm (submitit)
 DRY_RUN  ?=                # DRY_RUN=1: print the job list and a GPU-hours estimate instead of running
 ARGS     ?=                # extra Hydra overrides for every job, e.g. ARGS="logger=wandb train.seed=1"
+SEEDS    ?=                # SEEDS=3: every job for train.seed=0,1,2 (cells: mean ± 95% CI over seeds)
+SEED_ARG  = $(if $(strip $(SEEDS)),train.seed=$(shell seq -s, 0 $$(( $(strip $(SEEDS)) - 1 ))),)
 FOLDS_paper := 10
 FOLDS_smoke := 3
 PROFILE_ := $(strip $(PROFILE))
@@ -22,11 +24,11 @@ SMOKE_ENV = CRELU_DATA_ROOT=$${CRELU_DATA_ROOT:-$(SMOKE_DATA)} CRELU_CIFAR100_RO
 RUN_ENV  = $(if $(filter smoke,$(PROFILE_)),$(SMOKE_ENV),)
 
 .PHONY: help install venv test test-fast lint format params table1 table2 table4 table5 tables smoke-data \
-        figures stress clean _imagenet_table
+        figures stress clean _imagenet_table report
 
 help: ## list every target
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z0-9_-]+:.*## /{printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
-	@echo "  variables: PROFILE=paper|smoke  LAUNCHER=basic|joblib|slurm  DRY_RUN=1  ARGS='hydra overrides'"
+	@echo "  variables: PROFILE=paper|smoke  LAUNCHER=basic|joblib|slurm  SEEDS=N  DRY_RUN=1  ARGS='hydra overrides'"
 
 install: ## install the package, pinned torch/torchvision and dev tools into the active Python (or .venv)
 	$(PYTHON) -m pip install --upgrade pip
@@ -63,10 +65,10 @@ table2: ## Table 2 (VGG, CIFAR-10/100): sweep + aggregation -> results/table2.{m
 
 _table:
 ifeq ($(strip $(DRY_RUN)),1)
-	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(PROFILE_) --jobs $(JOBS) $(ARGS)
+	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(PROFILE_) --jobs $(JOBS) $(if $(strip $(SEEDS)),--seeds $(strip $(SEEDS)),) $(ARGS)
 else
 	$(if $(filter smoke,$(PROFILE_)),@[ -d "$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}/cifar-10-batches-py" ] && [ -d "$(SMOKE_C100)/cifar-100-python" ] || $(MAKE) --no-print-directory smoke-data,)
-	$(RUN_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(PROFILE_) protocol.job=$(JOBS) \
+	$(RUN_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(PROFILE_) protocol.job=$(JOBS) $(SEED_ARG) \
 	    hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
 	$(PYTHON) -m crelu.tables $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
 endif
@@ -85,14 +87,17 @@ table5: ## Table 5 (ImageNet comparison; reuses the Table 4 runs) -> results/tab
 
 _imagenet_table:
 ifeq ($(strip $(DRY_RUN)),1)
-	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(IMAGENET_PROFILE) $(ARGS)
+	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(IMAGENET_PROFILE) $(if $(strip $(SEEDS)),--seeds $(strip $(SEEDS)),) $(ARGS)
 else
 	$(if $(filter smoke,$(PROFILE_)),@[ -n "$${CRELU_IMAGENET_ROOT}" ] || [ -d "$(SMOKE_IMAGENET)/val" ] || \
 	    $(PYTHON) scripts/make_tiny_imagenet.py --out $(SMOKE_IMAGENET),)
-	$(IMAGENET_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(IMAGENET_PROFILE) \
+	$(IMAGENET_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(IMAGENET_PROFILE) $(SEED_ARG) \
 	    hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
 	$(PYTHON) -m crelu.tables $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
 endif
+
+report: ## one static HTML page: tables ± 95% CI, claims with verdicts, curves, tuning, params, figures -> $(TABLES)/report.html
+	$(PYTHON) -m crelu.report --profile $(PROFILE_) --runs $(RUNS) --results $(TABLES)
 
 tables: ## rebuild every table from the run records on disk (no training)
 	$(PYTHON) -m crelu.tables all --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)

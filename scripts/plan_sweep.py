@@ -98,6 +98,7 @@ def main() -> None:
     p.add_argument("table")
     p.add_argument("--profile", default="paper")
     p.add_argument("--jobs", default=None, help="comma list overriding protocol.job (single,fold0,...)")
+    p.add_argument("--seeds", type=int, default=None, help="sweep train.seed over 0..S-1 (make ... SEEDS=S)")
     p.add_argument("--tflops", type=float, default=100.0,
                    help="assumed achieved bf16 TFLOP/s when no benchmark is on disk (default 100)")
     p.add_argument("overrides", nargs="*")
@@ -106,6 +107,8 @@ def main() -> None:
     params = sweep_params(a.table)
     if a.jobs:
         params["protocol.job"] = a.jobs.split(",")
+    if a.seeds:
+        params["train.seed"] = [str(s) for s in range(a.seeds)]
     keys = list(params)
     total_h, counts = 0.0, {"finished": 0, "unfinished": 0, "new": 0}
     sources = set()
