@@ -108,8 +108,11 @@ figures: ## the paper's figures and Table 6 from finished checkpoints -> results
 	$(RUN_ENV) $(PYTHON) -m crelu.analysis all --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)/figures \
 	    --results $(TABLES) $(FIGURE_ARGS_$(PROFILE_))
 
-stress: ## chaos test: a small sweep SIGKILLed at random points must end bit-identical (CPU, ~2 min)
-	$(PYTHON) scripts/stress.py --kills 3
+# KILLS: SIGKILLs in total; JOBS (a number here, unlike the table targets' job list): jobs running at once.
+KILLS ?= 12
+STRESS_JOBS = $(if $(filter $(strip $(JOBS)),$(shell seq 1 64)),$(strip $(JOBS)),4)
+stress: ## chaos test: concurrent jobs SIGKILLed at random points end bit-identical (KILLS=12 JOBS=4; CPU, minutes)
+	$(PYTHON) scripts/stress.py --kills $(KILLS) --jobs $(STRESS_JOBS)
 
 # SLURM on one machine (Debian, as root): a real single-node cluster for LAUNCHER=slurm and its tests.
 .PHONY: slurm-up slurm-down test-slurm

@@ -14,12 +14,29 @@ import pytest
 import torch
 
 from crelu.config import compose_config
-from crelu.reliability.chaos import check_files, compare_runs, run_with_kills, train_command
 from crelu.results.io import atomic_write_json
 from crelu.results.record import SchemaVersionError, load_record
 from crelu.training import train
 from crelu.training import trainer as trainer_mod
 from crelu.training.checkpoint import CKPT_NAME, PREV_NAME, load_latest
+
+
+def _load_chaos():
+    """The chaos harness lives in scripts/ (test tooling, not part of the installed package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "chaos.py"
+    spec = importlib.util.spec_from_file_location("crelu_chaos_harness", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_chaos = _load_chaos()
+check_files, compare_runs, run_with_kills, train_command = (
+    _chaos.check_files, _chaos.compare_runs, _chaos.run_with_kills, _chaos.train_command)
 
 CHAOS = ["experiment=table1/crelu", "model.width_scale=0.125", "schedule.epochs=3", "schedule.milestones=[2]",
          "train.batch_size=32", "train.max_steps_per_epoch=6", "train.checkpoint_every_steps=1",
