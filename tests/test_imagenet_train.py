@@ -11,6 +11,7 @@ import yaml
 from tests.test_imagenet_data import write_tiny
 
 from crelu.config import compose_config
+from crelu.config.experiments import table_experiments
 from crelu.models import build_model
 from crelu.results.record import load_record
 from crelu.tables import RunIndex, build_table
@@ -95,7 +96,8 @@ def test_eval_mode_picks_the_measures(tiny, tmp_path):
 def test_sweeps_and_smoke_profile_fit_the_tiny_set():
     for table in ("table4", "table5"):
         spec = yaml.safe_load((REPO / "configs" / "table" / f"{table}.yaml").read_text())
-        exps = spec["hydra"]["sweeper"]["params"]["experiment"].split(",")
+        assert spec["hydra"]["sweeper"]["params"]["experiment"].startswith("${crelu_rows:")  # rows from configs
+        exps = table_experiments(table).split(",")
         assert sorted(e.split("/")[1] for e in exps) == sorted(ROWS[table])
         assert all((REPO / "configs" / "experiment" / f"{e}.yaml").is_file() for e in exps)
         assert "protocol.job" not in spec["hydra"]["sweeper"]["params"]
