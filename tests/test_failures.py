@@ -118,6 +118,7 @@ def quick_runs(world):
         return dict(ex.map(one, QUICK))
 
 
+@pytest.mark.slow  # 17 CLI launches (run 4 at a time by the fixture)
 @pytest.mark.parametrize("name", list(QUICK))
 def test_fault_is_one_line_and_exit_2(name, quick_runs, world):
     p = quick_runs[name]
