@@ -17,8 +17,9 @@ from crelu.config import compose_config
 from crelu.results.io import atomic_write_json
 from crelu.results.record import SchemaVersionError, load_record
 from crelu.training import train
-from crelu.training import trainer as trainer_mod
+from crelu.training import run as trainer_mod
 from crelu.training.checkpoint import CKPT_NAME, PREV_NAME, load_latest
+from crelu.training.preemption import handled_signals, submitit_signal
 
 
 def _load_chaos():
@@ -226,20 +227,22 @@ def _fake_submitit_handler(calls):
     return checkpoint_and_try_requeue
 
 
-@pytest.mark.parametrize("late_sigterm", [False, True])
-def test_slurm_usr1_checkpoints_then_hands_over_to_submitit_requeue(fake_cifar10, reference_run, tmp_path,
-                                                                    monkeypatch, late_sigterm):
+@pytest.mark.parametrize(("late_sigterm", "sent"), [(False, "submitit"), (True, "submitit"), (False, "SIGUSR1")])
+def test_slurm_signal_checkpoints_then_hands_over_to_submitit_requeue(fake_cifar10, reference_run, tmp_path,
+                                                                      monkeypatch, late_sigterm, sent):
+    sub = submitit_signal()  # the signal the installed submitit requeues on (SIGUSR2 for submitit 1.5)
+    assert sub is not None and sub != signal.SIGUSR1 and sub in handled_signals()
     calls = []
-    monkeypatch.setattr(signal, "getsignal", lambda s: _fake_submitit_handler(calls) if s == signal.SIGUSR1
-                        else signal.SIG_IGN)  # what submitit installs: USR1 -> requeue, TERM -> bypass
+    monkeypatch.setattr(signal, "getsignal", lambda s: _fake_submitit_handler(calls) if s == sub
+                        else signal.SIG_IGN)  # what submitit installs: its signal -> requeue, TERM -> bypass
     real, seen = trainer_mod.train_epoch, {"n": 0}
 
     def epoch_then_signal(*a, **k):
         seen["n"] += 1
         if late_sigterm and seen["n"] == 2:
             os.kill(os.getpid(), signal.SIGTERM)  # under submitit: checkpoint at the next step and keep going
-        if seen["n"] == (3 if late_sigterm else 2):  # SLURM's USR1 warning signal arrives in this epoch
-            os.kill(os.getpid(), signal.SIGUSR1)
+        if seen["n"] == (3 if late_sigterm else 2):  # SLURM's pre-timeout signal arrives in this epoch
+            os.kill(os.getpid(), sub if sent == "submitit" else signal.SIGUSR1)
         return real(*a, **k)
 
     monkeypatch.setattr(trainer_mod, "train_epoch", epoch_then_signal)
@@ -247,10 +250,10 @@ def test_slurm_usr1_checkpoints_then_hands_over_to_submitit_requeue(fake_cifar10
     cfg = compose_config([*CHAOS, f"dataset.root={fake_cifar10}", f"output.run_dir={run_dir}"])
     with pytest.raises(SystemExit) as ei:
         train(cfg)
-    assert ei.value.code == 0 and calls == [signal.SIGUSR1]
+    assert ei.value.code == 0 and calls == [sub]  # a USR1 is handed to submitit's requeue handler too
     assert load_record(run_dir).status == "interrupted"
     state = load_latest(run_dir)
-    stopped_in = 2 if late_sigterm else 1  # epochs completed before the USR1 epoch
+    stopped_in = 2 if late_sigterm else 1  # epochs completed before the signal's epoch
     assert len(load_record(run_dir).epochs) == stopped_in  # SIGTERM alone did not stop the run
     assert state["epoch"] == stopped_in and state["mid_epoch"]["progress"]["step"] >= 1  # mid-epoch checkpoint
     monkeypatch.undo()
