@@ -151,3 +151,49 @@ def test_pack_config_validation(fake_cifar10, tiny_overrides, tmp_path):
     b = compose_config([*over, "protocol.fold=1", "train.seed=3"])
     with pytest.raises(ValueError, match="differ only in protocol.fold"):
         train_packed([a, b])
+
+
+@pytest.mark.slow
+def test_packed_folds_survive_a_mid_epoch_sigkill(fake_cifar10, tiny_overrides, tmp_path):
+    """A real SIGKILL after a mid-epoch checkpoint of a packed job; the relaunch resumes bit-identically."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    over = [o for o in _over(tiny_overrides, fake_cifar10, "experiment=table1/crelu")
+            if not o.startswith(("train.max_steps_per_epoch", "schedule.epochs"))]
+    over += ["protocol.fold=0", "protocol.pack=2", "train.max_steps_per_epoch=12", "schedule.epochs=2",
+             "train.checkpoint_every_steps=2", "train.threads=1", "model.width_scale=0.25", "train.quiet=true"]
+
+    def command(out):
+        return [sys.executable, "-m", "crelu.train", *over, f"output.root={out}",
+                f"hydra.run.dir={tmp_path / 'hydra'}"]
+
+    ref = subprocess.run(command(tmp_path / "ref"), capture_output=True, text=True, timeout=600)
+    assert ref.returncode == 0, ref.stderr[-2000:]
+    dirs = [resolve_run_dir(c)[0] for c in member_configs(compose_config([*over, f"output.root={tmp_path / 'k'}"]))]
+    assert len(dirs) == 2
+    proc = subprocess.Popen(command(tmp_path / "k"), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    killed_at = None
+    deadline = time.monotonic() + 300
+    while proc.poll() is None and time.monotonic() < deadline:
+        state = load_latest(dirs[1]) if (dirs[1] / "checkpoint.pt").exists() else None
+        if state is not None and state.get("mid_epoch") and state["mid_epoch"]["progress"]["step"] >= 4:
+            os.kill(proc.pid, signal.SIGKILL)
+            killed_at = (state["epoch"], state["mid_epoch"]["progress"]["step"])
+            break
+        time.sleep(0.02)
+    proc.wait(timeout=60)
+    assert killed_at is not None, "the packed job finished before a mid-epoch checkpoint could be killed"
+    assert proc.returncode == -signal.SIGKILL
+    assert all(load_record(d).status == "running" for d in dirs)  # SIGKILL: no chance to write anything
+    again = subprocess.run(command(tmp_path / "k"), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for d in dirs:
+        ref_dir = tmp_path / "ref" / d.relative_to(tmp_path / "k")
+        a, b = load_record(ref_dir), load_record(d)
+        assert b.status == "finished" and b.data["resumes"][0]["epoch"] == killed_at[0]
+        assert _strip(a.epochs) == _strip(b.epochs) and a.final == b.final
+        assert torch.equal(torch.load(ref_dir / "test_logits.pt")["logits"], torch.load(d / "test_logits.pt")["logits"])
