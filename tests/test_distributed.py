@@ -38,6 +38,7 @@ from crelu.config import compose_config  # noqa: E402
 from crelu.data.synthetic import write_fake_cifar  # noqa: E402
 from crelu.data.tensor_loader import TensorBatches  # noqa: E402
 from crelu.results.record import load_record  # noqa: E402
+from crelu.data.sharding import EvalShard, RankShard, block  # noqa: E402
 from crelu.training import distributed as ddp  # noqa: E402
 from crelu.training import environment as env  # noqa: E402
 from crelu.training import train  # noqa: E402
@@ -48,27 +49,27 @@ def test_rank_shards_of_cifar_batches_rebuild_the_single_process_batches():
     x, y = torch.randn(70, 3, 8, 8, generator=g), torch.arange(70)
     tb = TensorBatches(x, y, batch_size=16, shuffle=True, drop_last=True, flip=True, shift=2)
     single = list(tb.epoch(env.data_generator(1)))
-    shards = [list(ddp.RankShard(tb, r, 2).epoch(env.data_generator(1))) for r in range(2)]
-    assert len(single) == len(shards[0]) == len(shards[1]) == 4 and len(ddp.RankShard(tb, 1, 2)) == 4
+    shards = [list(RankShard(tb, r, 2).epoch(env.data_generator(1))) for r in range(2)]
+    assert len(single) == len(shards[0]) == len(shards[1]) == 4 and len(RankShard(tb, 1, 2)) == 4
     for (xs, ys), (x0, y0), (x1, y1) in zip(single, *shards):
         assert x0.shape[0] == x1.shape[0] == 8
         assert torch.equal(torch.cat([x0, x1]), xs) and torch.equal(torch.cat([y0, y1]), ys)
-    resumed = list(ddp.RankShard(tb, 1, 2).epoch(env.data_generator(1), start=2))
+    resumed = list(RankShard(tb, 1, 2).epoch(env.data_generator(1), start=2))
     assert len(resumed) == 2 and torch.equal(resumed[0][0], shards[1][2][0])
     with pytest.raises(ValueError, match="divisible by 3"):
-        ddp.RankShard(tb, 0, 3)
+        RankShard(tb, 0, 3)
     no_drop = TensorBatches(x, y, batch_size=16, drop_last=False)
     with pytest.raises(ValueError, match="drop_last=true"):
-        ddp.RankShard(no_drop, 0, 2)
+        RankShard(no_drop, 0, 2)
 
 
 def test_eval_shards_are_contiguous_blocks_with_the_global_size():
     x, y = torch.randn(11, 3, 4, 4), torch.arange(11)
     tb = TensorBatches(x, y, batch_size=4, shuffle=False, drop_last=False)
-    parts = [ddp.EvalShard(tb, r, 3) for r in range(3)]
+    parts = [EvalShard(tb, r, 3) for r in range(3)]
     assert [p.num_examples for p in parts] == [11] * 3
     got = torch.cat([yb for p in parts for _, yb in p.epoch(None)])
-    assert torch.equal(got, y) and [ddp.block(11, r, 3) for r in range(3)] == [(0, 3), (3, 7), (7, 11)]
+    assert torch.equal(got, y) and [block(11, r, 3) for r in range(3)] == [(0, 3), (3, 7), (7, 11)]
 
 
 def _clear(monkeypatch, *names: str) -> None:

@@ -143,13 +143,13 @@ def test_epochs_are_reproducible_whatever_the_worker_count(tiny):
 def test_validation_is_centre_crop_of_the_square_and_subsets_are_stratified(tiny):
     bundle = build_imagenet(tiny_cfg(tiny, "dataset.test_subset=8", "dataset.train_subset=12"), CPU)
     assert bundle.train.num_examples == 12 and bundle.evals["test"].num_examples == 8
-    (full, y), = list(bundle.full_val.epoch(None))
+    (full, y), = list(bundle.crop_eval.batches.epoch(None))
     (centre, y2), = list(bundle.evals["test"].epoch(None))
     assert full.shape == (8, 3, 76, 76) and centre.shape == (8, 3, 67, 67) and torch.equal(y, y2)
     assert np.bincount(y.numpy()).tolist() == [2, 2, 2, 2]
     torch.testing.assert_close(centre, full[:, :, 4:71, 4:71])  # round((76 - 67) / 2) = 4
     ix = scan_split(tiny, "val")
-    first = np.asarray(load_square(str(tiny / "val" / ix.paths[bundle.full_val.items[0]].decode()), 76)) / 255.0
+    first = np.asarray(load_square(str(tiny / "val" / ix.paths[bundle.crop_eval.batches.items[0]].decode()), 76)) / 255.0
     expect = (first - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
     torch.testing.assert_close(full[0], torch.from_numpy(expect.transpose(2, 0, 1)).float(), atol=1e-4, rtol=0)
 

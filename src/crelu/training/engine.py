@@ -119,8 +119,8 @@ class ModelStep:
 
     def reduce(self, loss_sum: torch.Tensor, wrong: torch.Tensor, n: list[int]):
         """DDP: sums over ranks (a no-op in one process)."""
-        ls, w, m = ddp.reduce_sums(loss_sum, wrong, n[0])
-        return ls, w, [m]
+        ls, w, m = ddp.reduce_sums(loss_sum[0], wrong[0], n[0])
+        return ls.reshape(1), w.reshape(1), [m]
 
     def evaluate(self, batches_per_member: list, **kw) -> list[EpochStats]:
         return [evaluate(self.eval_model, batches_per_member[0], device=self.device, amp_dtype=self.amp_dtype,
