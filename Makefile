@@ -131,6 +131,17 @@ BENCH_ARGS ?=
 bench: ## img/s, TFLOP/s, MFU: suite vs plain loop, packed vs sequential -> results/bench/cifar.json (BENCH_ARGS=)
 	$(PYTHON) benchmarks/bench_cifar.py $(BENCH_ARGS)
 
+# GPU evidence kit (scripts/gpu_check.py): bench at full width, profile, real-data lr grid, GPU-hours, in one
+# command of at most GPU_BUDGET seconds.  GPU_CHECK_DRY=1 runs it on the CPU at tiny sizes.
+.PHONY: gpu-check gpu-carry
+GPU_OUT    ?=
+GPU_BUDGET ?=
+gpu-check: ## GPU evidence kit -> GPU_OUT or results/gpu/<date>-<device>/ (GPU_CHECK_DRY=1: CPU, tiny, ~1 min)
+	$(PYTHON) scripts/gpu_check.py $(if $(GPU_OUT),--out $(GPU_OUT),) $(if $(GPU_BUDGET),--budget-s $(GPU_BUDGET),)
+
+gpu-carry: ## gpu_carry/: wheels + re-packed CIFAR-10 (from CRELU_DATA_ROOT) for a lent GPU; prints the device call
+	$(PYTHON) scripts/prepare_gpu_carry.py
+
 # Everything the suite writes that is not a paper-profile result: Hydra logs, smoke/test outputs, the chaos test,
 # offline wandb runs of other profiles, generated smoke data and caches.  Kept: tracked files, results/runs/paper,
 # what is built from it (tables, figures, tuning, bench measurements) and the paper profile's offline wandb runs.

@@ -13,15 +13,16 @@ For each model (ConvPool-CNN-C baseline and CReLU, VGG baseline and CReLU conv1,
 * ``reference``: a plain torchvision-style loop: ``DataLoader`` over uint8 images with per-sample PIL transforms
   (RandomCrop/RandomHorizontalFlip/ToTensor/Normalize), fp32, contiguous NCHW, ``loss.item()`` every step;
 * ``packed``: K models as one :class:`~crelu.models.packed.PackedNet` (``protocol.pack=K``), each on its own
-  batches, via :func:`crelu.training.packed.train_epoch_packed`;
+  batches, through the same epoch loop (:class:`crelu.training.packed.PackedStep`);
 * ``sequential``: the same K models trained one after another with the suite loop.
 
 TFLOP/s = images/s x training FLOPs per image, counted by PyTorch's FlopCounterMode on the model itself
 (:func:`crelu.models.flops.train_step_flops`: convolutions and matmuls, forward + backward).  MFU = TFLOP/s /
-the device's dense bf16 peak (table below, or ``--peak-tflops``); the fp32 reference rows are divided by the
-same bf16 peak.  Without a known peak (CPU) MFU is n/a.  The results go atomically to ``--out``
-(``results/bench/cifar.json``); ``scripts/plan_sweep.py`` reads its ``suite`` rows for GPU-hour estimates, so
-keep CPU or shrunken (``--width-scale``) runs out of results/bench (``--out``) unless that is what you want.
+the device's dense bf16 peak (table below, ``--peak-tflops``, or with ``--measure-peak`` the bf16 matmul rate
+measured in the same run); the fp32 reference rows are divided by the same bf16 peak.  Without a known peak
+(CPU) MFU is n/a.  The results go atomically to ``--out`` (``results/bench/cifar.json``);
+``scripts/plan_sweep.py`` reads its ``suite`` rows for GPU-hour estimates, so keep CPU or shrunken
+(``--width-scale``) runs out of results/bench (``--out``) unless that is what you want.
 """
 
 from __future__ import annotations
@@ -45,10 +46,9 @@ from crelu.models import build_model
 from crelu.models.flops import train_step_flops
 from crelu.models.packed import PackedNet
 from crelu.results.io import atomic_write_json
+from crelu.training import engine
 from crelu.training import environment as env
-from crelu.training.engine import train_epoch
 from crelu.training.optim import build_optimizer
-from crelu.training.packed import train_epoch_packed
 
 MODELS = {  # (family, row) -> experiment config
     ("convpool_c", "baseline"): "table1/baseline",
@@ -71,6 +71,71 @@ def peak_tflops(device_name: str) -> float | None:
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def suite_epoch(model, optimizer, batches, *, gen, device, amp_dtype, **kw):
+    """One epoch of the suite's training loop (:func:`crelu.training.engine.train_epoch`) for one model.
+
+    The loop takes a step adapter (:class:`~crelu.training.engine.ModelStep`); older versions of the suite took
+    the model, optimiser and batches directly.  Returns the epoch's :class:`EpochStats`.
+    """
+    if hasattr(engine, "ModelStep"):
+        step = engine.ModelStep(model, optimizer, batches, gen, device=device, amp_dtype=amp_dtype)
+        return engine.train_epoch(step, **kw)[0]
+    return engine.train_epoch(model, optimizer, batches, gen=gen, device=device, amp_dtype=amp_dtype, **kw)
+
+
+def packed_epoch(model, optimizer, batches: list, gens: list, *, device, amp_dtype, **kw) -> list:
+    """One epoch of K packed models (``protocol.pack``) through the suite's loop; one EpochStats per member."""
+    from crelu.training import packed
+
+    if hasattr(packed, "PackedStep"):
+        step = packed.PackedStep(model, optimizer, batches, gens, device=device, amp_dtype=amp_dtype)
+        return engine.train_epoch(step, **kw)
+    return packed.train_epoch_packed(model, optimizer, batches, gens, device=device, amp_dtype=amp_dtype, **kw)
+
+
+def _compiled(model, args):
+    """``torch.compile(model)`` when ``--compile`` (``--compile-backend eager``: Dynamo only, no code generation)."""
+    if not args.compile:
+        return model
+    return torch.compile(model, backend=getattr(args, "compile_backend", None) or "inductor")
+
+
+def measure_matmul_tflops(device: torch.device, n: int | None = None, reps: int = 10, warmup: int = 3,
+                          dtype: torch.dtype | None = None) -> dict:
+    """The device's achieved dense matmul rate, measured: median of ``reps`` timed ``n x n x n`` products.
+
+    CUDA: bf16, n=8192, timed with CUDA events, on random inputs (two input sets alternate, so no product reads
+    the previous one's operands from L2).  CPU: float32 (CPU bf16 matmuls are often emulated), n=512, host clock.
+    """
+    cuda = device.type == "cuda"
+    n = n or (8192 if cuda else 512)
+    dtype = dtype or (torch.bfloat16 if cuda else torch.float32)
+    g = torch.Generator(device=device).manual_seed(0)
+    pairs = [(torch.randn(n, n, device=device, dtype=dtype, generator=g),
+              torch.randn(n, n, device=device, dtype=dtype, generator=g)) for _ in range(2)]
+    for i in range(warmup):
+        a, b = pairs[i % 2]
+        a @ b
+    _sync(device)
+    times = []
+    for i in range(reps):
+        a, b = pairs[i % 2]
+        if cuda:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            a @ b
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            a @ b
+            times.append(time.perf_counter() - t0)
+    t = statistics.median(times)
+    return {"tflops": 2 * n**3 / t / 1e12, "n": n, "dtype": str(dtype).replace("torch.", ""), "reps": reps,
+            "median_s": t, "min_s": min(times), "max_s": max(times)}
 
 
 class _Setup:
@@ -98,11 +163,11 @@ def bench_suite(s: _Setup, seed: int = 0, model=None) -> float:
     """images/s of the suite's training step (after a warm-up epoch); median over --repeats."""
     model = model or s.model(seed)
     opt = build_optimizer(s.cfg.optim, model.parameters())
-    step_model = torch.compile(model) if s.args.compile else model
+    step_model = _compiled(model, s.args)
     data, gen = s.batches(seed), torch.Generator().manual_seed(seed)
     kw = dict(gen=gen, device=s.device, amp_dtype=s.amp, quiet=True)
-    train_epoch(step_model, opt, data, max_steps=s.args.warmup, **kw)
-    return statistics.median(train_epoch(step_model, opt, data, max_steps=s.args.steps, **kw).images_per_s
+    suite_epoch(step_model, opt, data, max_steps=s.args.warmup, **kw)
+    return statistics.median(suite_epoch(step_model, opt, data, max_steps=s.args.steps, **kw).images_per_s
                              for _ in range(s.args.repeats))
 
 
@@ -118,14 +183,14 @@ def bench_packed(s: _Setup, k: int) -> float:
     if s.channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = build_optimizer(s.cfg.optim, net.parameters())
-    step_model = torch.compile(net) if s.args.compile else net
+    step_model = _compiled(net, s.args)
     data = [s.batches(seed) for seed in range(k)]
     gens = [torch.Generator().manual_seed(seed) for seed in range(k)]
     kw = dict(device=s.device, amp_dtype=s.amp, quiet=True)
-    train_epoch_packed(step_model, opt, data, gens, max_steps=s.args.warmup, **kw)
+    packed_epoch(step_model, opt, data, gens, max_steps=s.args.warmup, **kw)
     rates = []
     for _ in range(s.args.repeats):
-        stats = train_epoch_packed(step_model, opt, data, gens, max_steps=s.args.steps, **kw)
+        stats = packed_epoch(step_model, opt, data, gens, max_steps=s.args.steps, **kw)
         rates.append(sum(st.examples for st in stats) / stats[0].time_s)
     return statistics.median(rates)
 
@@ -197,7 +262,8 @@ def run(args) -> dict:
         torch.set_num_threads(args.threads)
     env.seed_everything(0, deterministic=False)  # cudnn.benchmark on, as in training
     name = env.describe_device(device)["device_name"]
-    peak = args.peak_tflops or peak_tflops(name)
+    measured = measure_matmul_tflops(device) if args.measure_peak else None
+    peak = args.peak_tflops or (measured["tflops"] if measured and device.type == "cuda" else peak_tflops(name))
     wanted = [tuple(m.split(":")) for m in args.models.split(",")] if args.models else list(MODELS)
     rows = []
     for family, row in wanted:
@@ -220,9 +286,11 @@ def run(args) -> dict:
         "device": name, "device_type": device.type, "torch": torch.__version__, "cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "peak_tflops": peak, "peak_note": "dense bf16 peak; MFU of fp32 rows uses the same peak",
+        "measured_matmul": measured,
         "created_at": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": {"batch": args.batch, "steps": args.steps, "warmup": args.warmup, "repeats": args.repeats,
                      "width_scale": args.width_scale, "pack": args.pack, "compile": args.compile,
+                     "compile_backend": args.compile_backend if args.compile else None,
                      "amp": str(s0.amp).replace("torch.", "") if s0.amp else "fp32",
                      "channels_last": s0.channels_last, "ref_workers": args.ref_workers,
                      "threads": torch.get_num_threads()},
@@ -259,8 +327,11 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--amp", default="auto", help="suite precision: auto (bf16 on CUDA) | bf16 | off")
     p.add_argument("--channels-last", default="auto", help="suite memory format: auto (on CUDA) | on | off")
     p.add_argument("--compile", action="store_true", help="torch.compile the suite and packed models")
+    p.add_argument("--compile-backend", default="inductor", help="torch.compile backend (eager: Dynamo only)")
     p.add_argument("--ref-workers", type=int, default=None, help="reference DataLoader workers (CUDA 8, CPU 0)")
     p.add_argument("--peak-tflops", type=float, default=None, help="peak TFLOP/s for MFU (default: known devices)")
+    p.add_argument("--measure-peak", action="store_true",
+                   help="measure the bf16 matmul rate first; on CUDA it is the MFU peak (unless --peak-tflops)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--out", default="results/bench/cifar.json")
     args = p.parse_args(argv)
