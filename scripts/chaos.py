@@ -48,7 +48,7 @@ class ChaosReport:
         return (f"runs completed: {self.runs_completed}\n"
                 f"kills survived: {self.kills} ({self.kills_in_writes} inside a checkpoint/record write)\n"
                 f"files corrupted: {len(self.corrupted_files)}\n"
-                f"metrics mismatches vs undisturbed: {len(self.mismatches)}\n"
+                f"metrics mismatches vs undisturbed: {len(self.mismatches)} of {self.runs_completed} runs\n"
                 f"lock conflicts seen: {self.lock_conflicts}")
 
 
@@ -178,7 +178,8 @@ def compare_runs(reference: Path, candidate: Path) -> list[str]:
 def compare_trees(reference: Path, candidate: Path) -> tuple[int, list[str]]:
     """Compare every run record below ``reference`` with the one at the same place below ``candidate``.
 
-    Returns ``(records compared, differences)``; a record missing from ``candidate`` is a difference.
+    Returns ``(records compared, differences)``: one entry per run that differs (a record missing from
+    ``candidate`` is one).
     """
     diffs, n = [], 0
     for ref_json in sorted(reference.rglob("run.json")):
@@ -189,7 +190,9 @@ def compare_trees(reference: Path, candidate: Path) -> tuple[int, list[str]]:
             continue
         n += 1
         try:
-            diffs += compare_runs(ref_json.parent, other)
+            found = compare_runs(ref_json.parent, other)
         except (RecordError, OSError, RuntimeError) as e:
-            diffs.append(f"{other}: {type(e).__name__}: {e}")
+            found = [f"{other}: {type(e).__name__}: {e}"]
+        if found:  # one entry per run that differs
+            diffs.append(f"{other}: " + "; ".join(d.removeprefix(f"{other}: ") for d in found))
     return n, diffs

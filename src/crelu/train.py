@@ -139,6 +139,12 @@ def hydra_main(cfg: DictConfig) -> float | None:
     from crelu.training.engine import DivergedError
 
     known = (DataNotFoundError, ModelConfigError, CheckpointError, DivergedError, RecordError, ValueError, OSError)
+    try:  # another job holds the run directory (crelu.training.run's lock)
+        from crelu.training.run import RunLockedError
+
+        known = (*known, RunLockedError)
+    except ImportError:
+        pass
     sweeping = _in_sweep()
     try:
         result = run(cfg)
