@@ -522,10 +522,11 @@ class Kit:
             fixed_all = sum(len(LR_GRID) * fixed[row](p) for row in TRAIN_ROWS)
             e = int((avail - fixed_all) // per_epoch) if avail > fixed_all else 0
             e = min(e, st["train_max_epochs"])
-            if chosen is None or e >= st["train_min_epochs"]:
-                chosen = (p, e)
             if e >= st["train_min_epochs"]:
+                chosen = (p, e)
                 break
+            if chosen is None or e > chosen[1]:  # none reaches the minimum: the most epochs
+                chosen = (p, e)
         p, e = chosen
         ms = sorted({max(1, round(e * m / 350)) for m in (200, 250, 300)} - {e}) if e > 1 else []
         predicted = {row: round(e * cost[row](p) * 1.3 + fixed[row](p), 2) for row in TRAIN_ROWS}

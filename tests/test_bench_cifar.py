@@ -35,7 +35,8 @@ def test_bench_cpu_tiny_run_writes_consistent_rows(tmp_path, capsys, peak):
     bench = _load()
     out = tmp_path / "bench" / "cifar.json"
     args = ["--device", "cpu", "--models", "convpool_c:crelu,vgg:crelu_conv1_3_5", "--batch", "4", "--steps", "2",
-            "--warmup", "1", "--repeats", "1", "--width-scale", "0.0625", "--pack", "2", "--out", str(out)]
+            "--warmup", "1", "--repeats", "1", "--width-scale", "0.0625", "--pack", "2", "--threads", "1",
+            "--out", str(out)]
     result = bench.main(args + (["--peak-tflops", str(peak)] if peak else []))
     data = json.loads(out.read_text())
     assert data == json.loads(json.dumps(result))
@@ -67,3 +68,24 @@ def test_bench_cpu_tiny_run_writes_consistent_rows(tmp_path, capsys, peak):
 def test_bench_rejects_unknown_model(tmp_path):
     with pytest.raises(SystemExit, match="unknown model"):
         _load().main(["--device", "cpu", "--models", "vgg:nope", "--out", str(tmp_path / "x.json")])
+
+
+def test_measured_matmul_rate_on_cpu():
+    import torch
+
+    m = _load().measure_matmul_tflops(torch.device("cpu"), n=128, reps=3, warmup=1)
+    assert m["n"] == 128 and m["dtype"] == "float32" and m["reps"] == 3
+    assert m["min_s"] <= m["median_s"] <= m["max_s"]
+    assert m["tflops"] == pytest.approx(2 * 128**3 / m["median_s"] / 1e12)
+
+
+def test_bench_compile_and_measured_peak_are_recorded(tmp_path):
+    """--compile with the eager backend (Dynamo tracing, no code generation) and --measure-peak on the CPU."""
+    out = tmp_path / "c.json"
+    data = _load().main(["--device", "cpu", "--models", "convpool_c:baseline", "--batch", "4", "--steps", "2",
+                         "--warmup", "1", "--repeats", "1", "--width-scale", "0.0625", "--pack", "1", "--threads",
+                         "1", "--compile", "--compile-backend", "eager", "--measure-peak", "--out", str(out)])
+    assert data["settings"]["compile"] is True and data["settings"]["compile_backend"] == "eager"
+    assert data["measured_matmul"]["tflops"] > 0 and data["peak_tflops"] is None  # CPU: no bf16 peak for MFU
+    assert [r["variant"] for r in data["results"]] == ["suite", "reference"]
+    assert all(r["images_per_s"] > 0 and r["mfu"] is None for r in data["results"])

@@ -214,3 +214,25 @@ def test_real_cifar_subset_carry_fits_one_device_call(tmp_path):
     data = res["manifest"]["data"]
     assert data["train_images"] == 10000 and data["test_images"] == 10000
     assert data["archive_bytes"] < 50 * 2**20 and res["travel"]["total"] < res["travel"]["limit"]
+
+
+@pytest.mark.parametrize("left_s, want_pack", [(600.0, 10), (200.0, 2), (60.0, 1)])
+def test_training_plan_fits_the_time_left(left_s, want_pack):
+    """The lr grid's 8 configs are planned to end inside the time left; folds are packed as far as it allows."""
+    from types import SimpleNamespace
+
+    kit = _load(KIT, "gpu_check")
+    st = dict(kit.SETTINGS["gpu"])
+    rates = {("convpool_c", "baseline"): {"suite_images_per_s": 40000.0, "packed10_images_per_s": 80000.0},
+             ("convpool_c", "crelu"): {"suite_images_per_s": 22000.0, "packed10_images_per_s": 45000.0}}
+    fake = SimpleNamespace(st=st, rates=rates, budget=SimpleNamespace(left=lambda: left_s))
+    plan = kit.Kit.plan_training(fake, 10000, 10000, 10, 0.5)
+    assert plan["pack"] == want_pack and 1 <= plan["epochs"] <= st["train_max_epochs"]
+    total = len(kit.LR_GRID) * sum(plan["predicted_s"].values())
+    assert total <= left_s - st["reserve_s"]
+    if want_pack > 1:
+        assert plan["epochs"] >= st["train_min_epochs"]
+    ms = plan["milestones"]
+    assert ms == sorted(set(ms)) and all(1 <= m < plan["epochs"] for m in ms)
+    if plan["epochs"] >= 7:
+        assert len(ms) == 3  # the paper's three drops, scaled
