@@ -3,13 +3,18 @@
 Finds the trained networks by run-record meta under ``--runs`` (see :mod:`crelu.analysis.jobs` for which
 table/row feeds which analysis), writes PNG + PDF figures under ``--out`` and CSV/JSON/Markdown numbers under
 ``--results``, and prints every path it wrote.  A part whose run or data is missing prints one
-``skipped: ...`` line instead of failing.  Exit status: 0 when at least one analysis wrote something, 1 with a
-message when nothing could run, 2 for bad arguments.
+``skipped: ...`` line instead of failing.  ``pairing --torchvision NAME`` analyses one torchvision classification
+network instead of the runs (see :mod:`crelu.analysis.torchvision_models` for ``--weights``).  Exit status: 0 when
+at least one analysis wrote something, 1 with a message when nothing could run (or a network or its weights
+cannot be loaded: one line), 2 for bad arguments.
 
 Examples::
 
     python -m crelu.analysis all --runs results/runs --out results/figures
     python -m crelu.analysis pairing --alexnet /path/to/alexnet-owt.pth
+    python -m crelu.analysis pairing --torchvision resnet18                       # torchvision's random init
+    python -m crelu.analysis pairing --torchvision resnet50 --weights DEFAULT     # torchvision's weights API
+    python -m crelu.analysis pairing --torchvision resnet18 --weights my_resnet18.pth --num-classes 10
     python -m crelu.analysis invariance --inv-images 2000 --inv-top 50 --families translation
 """
 
@@ -22,8 +27,10 @@ from pathlib import Path
 import torch
 
 from crelu.analysis import jobs
+from crelu.analysis.pairing import load_alexnet
 from crelu.analysis.runs import Context
 from crelu.analysis.table6 import NONPAIR_MODES
+from crelu.analysis.torchvision_models import ModelLoadError
 from crelu.analysis.transforms import FAMILIES
 
 ANALYSES = ("pairing", "invariance", "reconstruction", "table6")
@@ -46,6 +53,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--no-progress", action="store_true", help="no progress bars")
     g = p.add_argument_group("pairing (Figs 1-3)")
     g.add_argument("--alexnet", default=None, help="local torchvision AlexNet weights file for Fig. 2")
+    g.add_argument("--torchvision", metavar="NAME", default=None,
+                   help="analyse this torchvision classification model (resnet18, vgg16, ...) instead of the runs")
+    g.add_argument("--weights", default=None,
+                   help="with --torchvision: DEFAULT, a weights name (IMAGENET1K_V1), or a state-dict file; "
+                        "default: torchvision's random init")
+    g.add_argument("--num-classes", type=int, default=None, help="with --torchvision and a weights file")
+    g.add_argument("--offline", action="store_true",
+                   help="with --weights NAME: only torchvision's cache ($TORCH_HOME/hub/checkpoints), no download")
+    g.add_argument("--pairing-layers", type=int, nargs="+", default=None,
+                   help="with --torchvision: 1-based positions among the conv layers (default all)")
     g = p.add_argument_group("invariance (Fig. 4)")
     g.add_argument("--inv-images", type=int, default=10000, help="held-out images (thresholds and Z)")
     g.add_argument("--inv-top", type=int, default=100, help="|Z|: top-activating images per unit")
@@ -95,6 +112,20 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
+    if args.torchvision or args.alexnet:
+        if args.torchvision and args.analysis != "pairing":
+            print("error: --torchvision works with the pairing analysis only", file=sys.stderr)
+            return 2
+        try:
+            if args.torchvision:
+                jobs.run_pairing_torchvision(ctx, args.torchvision, args.weights, num_classes=args.num_classes,
+                                             offline=args.offline, layers=args.pairing_layers)
+                print(f"done: pairing of {args.torchvision}; wrote {len(ctx.written)} files")
+                return 0
+            load_alexnet(args.alexnet)  # fail early, in one line, on a bad file
+        except (ModelLoadError, ValueError) as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 1
     todo = ANALYSES if args.analysis == "all" else (args.analysis,)
     ran = []
     for name in todo:

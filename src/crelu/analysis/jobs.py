@@ -1,10 +1,11 @@
 """The four analyses as CLI jobs: which runs each one uses, what it computes, what it writes.
 
-Models (PAPER_SPEC §5 figures, §6):
+Models (the paper's figures and Table 6; docs/analysis.md):
 
 * pairing (Figs 1-3): ImageNet baseline vs CReLU (conv1-4), conv1-4 (Fig. 3); CIFAR Table 1 baseline vs CReLU,
   conv1-7 (the same procedure on the CIFAR models); optionally a local AlexNet file, conv1-5 (Fig. 2).  Fig.
-  1's filter/pair grid is drawn for the first conv of every ReLU model.
+  1's filter/pair grid is drawn for the first conv of every ReLU model.  Beyond the paper: any torchvision
+  classification network (``run_pairing_torchvision``), every conv layer.
 * invariance (Fig. 4): Table 1 baseline vs CReLU on CIFAR-10 and CIFAR-100, conv1-7; ImageNet baseline vs
   CReLU (conv1-7), conv1-7.
 * reconstruction (Fig. 5): ImageNet CReLU (conv1-4) from conv1-4; CIFAR Table 1 CReLU from conv1-3 (the layers
@@ -28,10 +29,11 @@ from tqdm.auto import tqdm
 from crelu.analysis.data import heldout_images
 from crelu.analysis.features import centre_response_fn, readout_points
 from crelu.analysis.invariance import InvarianceConfig, invariance_scores, summarise
-from crelu.analysis.pairing import conv_layers, layer_pairings, load_alexnet
+from crelu.analysis.pairing import conv_layers, layer_pairings, load_alexnet, module_pairings
 from crelu.analysis.plots import (
     plot_filter_pairs,
     plot_invariance,
+    plot_layer_histograms,
     plot_pairing_histograms,
     plot_reconstructions,
 )
@@ -130,6 +132,58 @@ def run_pairing(ctx: Context, alexnet: str | None = None) -> bool:
             _pairing_outputs(ctx, dataset, rows, fig1)
             ran = True
     return ran
+
+
+def _tag(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in text).strip("_") or "x"
+
+
+def run_pairing_torchvision(
+    ctx: Context,
+    name: str,
+    weights: str | None = None,
+    *,
+    num_classes: int | None = None,
+    offline: bool = False,
+    layers: Sequence[int] | None = None,
+) -> bool:
+    """Pairing analysis of a torchvision classification network (any, by name; see torchvision_models).
+
+    Writes ``pairing_<name>_<weights>.{png,pdf}`` (µ^w against µ^r per conv layer),
+    ``pairing_<name>_<weights>.csv`` (one row per conv layer) and ``pairing_<name>_<weights>_filters.csv`` (µ^w and
+    the pairing filter of every filter).  Raises :class:`~crelu.analysis.torchvision_models.ModelLoadError`.
+    """
+    from crelu.analysis.torchvision_models import load_torchvision
+
+    model, source = load_torchvision(name, weights, num_classes=num_classes, offline=offline, seed=ctx.seed)
+    print(f"using torchvision {name}: {source}", flush=True)
+    pairs = module_pairings(model, layers, ctx.seed)
+    wtag = "random" if weights is None else _tag(Path(weights).stem if Path(weights).is_file() else weights)
+    stem = f"pairing_{_tag(name)}_{wtag}"
+    lps = [lp for _, lp in pairs]
+    ctx.wrote(plot_layer_histograms(f"{name} ({source})", lps, ctx.figure(stem)))
+    rows, per_filter = [], []
+    for i, (conv, lp) in enumerate(pairs, 1):
+        mu_r_min = float(lp.mu_r.min())
+        rows.append({
+            "model": name, "weights": source, "index": i, "layer": lp.name,
+            "filters": lp.num_filters, "in_channels": conv.in_channels, "groups": conv.groups,
+            "kernel": "x".join(map(str, conv.kernel_size)), "dim": lp.dim,
+            "mu_w_mean": float(lp.mu_w.mean()), "mu_w_std": float(lp.mu_w.std(unbiased=False)),
+            "mu_w_median": float(lp.mu_w.median()),
+            "mu_r_mean": float(lp.mu_r.mean()), "mu_r_std": float(lp.mu_r.std(unbiased=False)),
+            "mu_shift": float(lp.mu_w.mean() - lp.mu_r.mean()),
+            "frac_below_random_min": float((lp.mu_w < mu_r_min).double().mean()),
+        })
+        per_filter += [{"layer": lp.name, "filter": j, "mu_w": float(m), "partner": int(q)}
+                       for j, (m, q) in enumerate(zip(lp.mu_w, lp.partner))]
+    ctx.wrote(write_csv(ctx.number_file(f"{stem}.csv"), rows))
+    ctx.wrote(write_csv(ctx.number_file(f"{stem}_filters.csv"), per_filter))
+    first = pairs[0][0].weight.detach().cpu()
+    if first.shape[1] in (1, 3):  # Fig. 1-style grid when the first conv sees the image
+        ctx.wrote(plot_filter_pairs(first, lps[0].partner, ctx.figure(f"{stem}_conv1_pairs"),
+                                    title=f"{name} {lps[0].name}: filter | pairing filter"))
+    return True
 
 
 def _pair_with_images(ctx: Context, names, dataset: str, what: str, n_images: int):

@@ -1,4 +1,4 @@
-"""Pairing filters and µ (Figs 1-3; PAPER_SPEC §6.1).
+"""Pairing filters and µ (Figs 1-3 of the paper; docs/analysis.md).
 
 For a conv layer with filters W ∈ R^{F×C×k×k}, every filter is flattened to φ_i ∈ R^{C·k·k} and scaled to unit
 ℓ2 norm.  Its *pairing filter* is φ̄_i = argmin_{j≠i} <φ_i, φ_j> and µ_i = <φ_i, φ̄_i> is the most negative
@@ -8,7 +8,7 @@ and computes µ the same way [PAPER].
 Works on any torch conv net: :func:`conv_layers` uses ``PaperNet.convs()`` when the model has it and otherwise
 every ``nn.Conv2d`` in module order (e.g. torchvision's AlexNet, see :func:`load_alexnet`).  Grouped convs
 (AlexNet's conv2/4/5 in the original) are pooled into one filter set per layer, as albanie/CReLU does
-(INFERRED, §6.1 item 5).
+(INFERRED).  :func:`module_pairings` does the same for any network, naming layers by module path.
 """
 
 from __future__ import annotations
@@ -106,24 +106,39 @@ def layer_pairings(
     return out
 
 
+def module_pairings(
+    model: nn.Module, layers: Sequence[int] | None = None, seed: int = 0
+) -> list[tuple[nn.Conv2d, LayerPairing]]:
+    """µ^w and µ^r of every ``nn.Conv2d`` with at least 2 filters, named by its module path (``layer1.0.conv1``).
+
+    ``layers`` picks 1-based positions in that list (default all).  The random baseline of position ``i`` is
+    seeded with ``seed + i``.  Grouped and depthwise convs are one filter set each (their filters have
+    ``C / groups · k · k`` weights).
+    """
+    convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels >= 2]
+    if not convs:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer with 2 or more filters")
+    wanted = range(1, len(convs) + 1) if layers is None else layers
+    out = []
+    for i in wanted:
+        if not 1 <= i <= len(convs):
+            raise ValueError(f"conv layer {i} does not exist: the model has {len(convs)}")
+        name, conv = convs[i - 1]
+        w = conv.weight
+        mu_w, partner = pairing(w)
+        dim = w[0].numel()
+        out.append((conv, LayerPairing(name, w.shape[0], dim, mu_w, random_mu(w.shape[0], dim, seed + i), partner)))
+    return out
+
+
 def load_alexnet(path: str | os.PathLike) -> nn.Module:
     """torchvision AlexNet with weights from a **local** file (never downloads).
 
-    Accepts a plain ``state_dict``, a dict holding one under ``state_dict`` / ``model``, or a pickled module.
-    torchvision's AlexNet has 64/192/384/256/256 filters and no groups (PAPER_SPEC §6.1 item 5: any pretrained
-    AlexNet is acceptable).
+    Accepts a plain ``state_dict`` or a dict holding one under ``state_dict`` / ``model``, read with
+    ``torch.load(weights_only=True)`` (a file holding a pickled module is refused: unpickling it could run
+    code; see :mod:`crelu.analysis.torchvision_models`).  torchvision's AlexNet has 64/192/384/256/256 filters and
+    no groups; any pretrained AlexNet serves Fig. 2 (the paper does not say which one it used).
     """
-    from torchvision.models import alexnet
+    from crelu.analysis.torchvision_models import load_torchvision_file
 
-    obj = torch.load(path, map_location="cpu", weights_only=False)
-    if isinstance(obj, nn.Module):
-        return obj.eval()
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(obj.get(key), dict):
-                obj = obj[key]
-                break
-    with torch.device("meta"):  # no random init of 61M parameters: the file's tensors are assigned directly
-        net = alexnet(weights=None)
-    net.load_state_dict({k.removeprefix("module."): v for k, v in obj.items()}, assign=True)
-    return net.eval()
+    return load_torchvision_file("alexnet", path)

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from crelu.analysis.pairing import LayerPairing
 from crelu.results.io import atomic_write_bytes
 
-HIST_RANGE = (-1.0, 0.2)  # INFERRED (PAPER_SPEC §6.1 item 4)
+HIST_RANGE = (-1.0, 0.2)  # INFERRED: the paper does not give its bins
 HIST_BINS = 50
 
 
@@ -67,6 +67,37 @@ def plot_pairing_histograms(
                 ax.set_xlabel("µ (most negative cosine)", fontsize=7)
             if r == 0 and c == 0:
                 ax.legend(fontsize=6)
+    return save_figure(fig, stem)
+
+
+def plot_layer_histograms(
+    label: str,
+    layers: Sequence[LayerPairing],
+    stem: str | os.PathLike,
+    ncols: int = 6,
+    bins: int = HIST_BINS,
+) -> list[Path]:
+    """µ^w (blue) against µ^r (red) for every layer of one network, ``ncols`` panels per row.
+
+    The range is [-1, 0.2] as in :func:`plot_pairing_histograms`, widened when a layer's µ goes beyond it
+    (small filters, e.g. depthwise 3×3 convs, can have µ > 0.2).
+    """
+    hi = max(HIST_RANGE[1], *(float(torch.cat([lp.mu_w, lp.mu_r]).max()) for lp in layers))
+    edges = np.linspace(HIST_RANGE[0], min(hi + 1e-9, 1.0), bins + 1)
+    ncols = max(1, min(ncols, len(layers)))
+    nrows = math.ceil(len(layers) / ncols)
+    fig = new_figure(2.4 * ncols, 2.0 * nrows + 0.4)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    for ax in axes.flat[len(layers):]:
+        ax.axis("off")
+    for ax, lp in zip(axes.flat, layers):
+        kw = {"bins": edges, "histtype": "stepfilled"}
+        ax.hist(lp.mu_w.numpy(), color="tab:blue", alpha=0.7, label="µ^w (network)", **kw)
+        ax.hist(lp.mu_r.numpy(), color="tab:red", alpha=0.6, label="µ^r (random)", **kw)
+        ax.set_title(f"{lp.name} ({lp.num_filters}×{lp.dim})", fontsize=7)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle(f"{label}: µ = most negative cosine to another filter, per conv layer", fontsize=9)
     return save_figure(fig, stem)
 
 
