@@ -431,7 +431,7 @@ class Kit:
         from crelu.protocols.runner import run as run_job
 
         st, torch = self.st, self.torch
-        data = find_data(self.args, st, self.carry, self.work)
+        data = self.data()
         t0 = time.perf_counter()
         x_tr, _ = load_cifar("cifar10", data["root"], train=True, download=False, allow_modified=True)
         x_te, _ = load_cifar("cifar10", data["root"], train=False, download=False, allow_modified=True)
@@ -534,13 +534,39 @@ class Kit:
                 "data_load_s": round(load_s, 2),
                 "schedule": f"multistep, lr x0.1 at epochs {ms} of {e} (the paper's 200/250/300 of 350, scaled)"}
 
+    def data(self) -> dict:
+        """The CIFAR-10 the kit trains on (found, unpacked or generated once)."""
+        if not hasattr(self, "_data"):
+            self._data = find_data(self.args, self.st, self.carry, self.work)
+        return self._data
+
     # ------------------------------------------------------------------------------------------ estimate
+    def estimate_env(self) -> tuple[dict, dict]:
+        """plan_sweep's environment: run keys fingerprint each dataset, so both CIFAR roots must hold data.
+
+        CIFAR-10 is the kit's own (real when carried); CIFAR-100 is not carried, so unless $CRELU_CIFAR100_ROOT
+        holds it a small generated copy stands in.  The GPU-hours do not depend on it: plan_sweep counts the
+        full 50,000 training images of each dataset.
+        """
+        env = subprocess_env(self.boot, self.work / "hydra")
+        env["CRELU_DATA_ROOT"] = self.data()["root"]
+        c100 = os.environ.get("CRELU_CIFAR100_ROOT")
+        if c100 and (Path(c100) / "cifar-100-python" / "train").exists():
+            roots = {"cifar100": "given"}
+        else:
+            from crelu.data import write_fake_cifar
+
+            c100 = str(write_fake_cifar(self.work / "gen_c100", "cifar100", n_train=200, n_test=100, seed=0))
+            roots = {"cifar100": "generated stand-in (run keys only)"}
+        env["CRELU_CIFAR100_ROOT"] = c100
+        return env, {"cifar10": self.data()["source"], **roots}
+
     def start_estimates(self, pool: ThreadPoolExecutor) -> list:
         fam_rows = {"table1": [("convpool_c", "baseline"), ("convpool_c", "crelu")], "table2": [("vgg", "baseline")]}
         k = self.st["pack"]
         jobs_all = self.st["estimate_jobs"]
         futures = []
-        env = subprocess_env(self.boot, self.work / "hydra")
+        env, self.estimate_data = self.estimate_env()
         cwd = self.work / "estimate"
         cwd.mkdir(parents=True, exist_ok=True)
         for table, keys in fam_rows.items():
@@ -569,7 +595,9 @@ class Kit:
         out: dict = {"tables": {}, "note": (
             "scripts/plan_sweep.py (make tableN DRY_RUN=1) fed --tflops = the suite's TFLOP/s measured above "
             "(mean over the table's measured rows, eager, bf16); 'packed': fold jobs with protocol.pack=K at the "
-            "K-pack rate; Single jobs ignore pack.  Run from an empty folder: every job counted as new.")}
+            "K-pack rate; Single jobs ignore pack.  Run from an empty folder: every job counted as new.  Each "
+            "dataset counts its full 50,000 training images whatever data the run keys were computed from."),
+            "data_for_run_keys": getattr(self, "estimate_data", None)}
         for (table, name, jobs, tflops, rows, extra), fut in futures:
             left = max(1.0, self.budget.left())
             try:
@@ -840,13 +868,16 @@ def render_markdown(r: dict) -> str:
     e = secs.get("estimate") or {}
     if e.get("tables"):
         lines += ["## 4. GPU-hours to finish Tables 1 and 2 (DRY_RUN estimate from the measured rates)", "",
-                  "| table | TFLOP/s fed | Single jobs | fold jobs, 1 model each | fold jobs packed | total | "
-                  "total, packed |", "|---|---:|---:|---:|---:|---:|---:|"]
+                  "| table | TFLOP/s fed (1 model / packed) | Single jobs | fold jobs, 1 model each | "
+                  "fold jobs packed | total | total, packed |", "|---|---:|---:|---:|---:|---:|---:|"]
         for name, tb in e["tables"].items():
             def gh(v, tb=tb):
                 x = tb.get(v) or {}
                 return f"{x['gpu_hours']:,.1f} ({x['jobs']} jobs)" if "gpu_hours" in x else x.get("error", "n/a")[:60]
-            lines.append(f"| {name} | {fmt_num((tb.get('single') or {}).get('tflops'))} | {gh('single')} | "
+            one = next((tb[v]["tflops"] for v in ("single", "folds") if v in tb), None)
+            pk = (tb.get("folds_packed") or {}).get("tflops")
+            fed = " / ".join("n/a" if x is None else f"{x:.3g}" for x in (one, pk))
+            lines.append(f"| {name} | {fed} | {gh('single')} | "
                          f"{gh('folds')} | {gh('folds_packed')} | {fmt_num(tb.get('total_gpu_hours'), 1)} | "
                          f"{fmt_num(tb.get('total_gpu_hours_packed'), 1)} |")
         lines += ["", e.get("note", ""), ""]
