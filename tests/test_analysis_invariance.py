@@ -1,4 +1,4 @@
-"""Invariance scores (PAPER_SPEC §6.2), trajectories and layer read-outs."""
+"""Invariance scores (docs/analysis.md), trajectories and layer read-outs."""
 
 import math
 

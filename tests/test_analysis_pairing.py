@@ -1,4 +1,4 @@
-"""Pairing filters and µ (PAPER_SPEC §6.1)."""
+"""Pairing filters and µ (docs/analysis.md)."""
 
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""Reconstruction through conv + CReLU by min-norm least squares (Prop 2.1, PAPER_SPEC §6.3)."""
+"""Reconstruction through conv + CReLU by min-norm least squares (Prop 2.1; docs/analysis.md)."""
 
 import pytest
 import torch

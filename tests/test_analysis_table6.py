@@ -1,4 +1,4 @@
-"""Table 6 pair / non-pair outgoing-weight correlations (PAPER_SPEC §6.4)."""
+"""Table 6 pair / non-pair outgoing-weight correlations (docs/analysis.md)."""
 
 import math
 

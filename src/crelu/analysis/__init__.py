@@ -1,4 +1,4 @@
-"""The paper's analyses (PAPER_SPEC §6): pairing filters (Figs 1-3), invariance scores (Fig. 4),
+"""The paper's analyses (docs/analysis.md): pairing filters (Figs 1-3), invariance scores (Fig. 4),
 reconstruction from CReLU features (Fig. 5, Prop 2.1) and outgoing-weight correlations (Table 6).
 
 Modules (each usable on its own; the CLI ``python -m crelu.analysis`` wires them to trained runs):

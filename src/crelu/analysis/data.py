@@ -3,12 +3,13 @@
 * CIFAR-10/100: the first ``n`` official test images, read with :func:`crelu.data.load_cifar` (never
   downloads; subset or re-packed copies are accepted with a warning).
 * ImageNet: ``<root>/val/<class>/<image>`` (ImageFolder layout), ``n`` images evenly spread over the sorted
-  file list, shorter side resized to ``dataset.resize`` and centre-cropped to ``dataset.image_size`` (§4.4).
+  file list, shorter side resized to ``dataset.resize`` and centre-cropped to
+  ``dataset.image_size`` (the centre-crop evaluation, docs/recipes.md).
 
 Normalisation: the per-channel mean/std the run trained with, as stored in its record (``run.json``
 ``data.mean`` / ``data.std``).  Without them (older records), CIFAR falls back to the statistics of the whole
-training split, which is what a ``full``-protocol run uses (PAPER_SPEC §3.1, per-channel granularity
-INFERRED), and ImageNet to the usual ImageNet training-set values (INFERRED: the paper normalises per channel
+training split, which is what a ``full``-protocol run uses (per-channel granularity INFERRED,
+docs/recipes.md), and ImageNet to the usual ImageNet training-set values (INFERRED: the paper normalises per channel
 but prints no numbers).
 
 Roots are tried in order: the explicit ``root`` argument, the run config's ``dataset.root``, then the

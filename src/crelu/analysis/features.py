@@ -3,9 +3,9 @@
 ``model.features`` is an ``nn.Sequential`` whose children are named ``conv{i}``, ``bn{i}``, ``act{i}``,
 ``pool{j}``, ``drop...``.  The read-out of conv layer ``i`` is the output of ``act{i}`` (post-activation, so a
 CReLU layer gives 2F channels).  With ``after_pool=True`` a layer that is followed by a max-pool before the
-next conv (ConvPool-CNN-C conv3 and conv6) is read after that pool instead: PAPER_SPEC §6.2 INFERS this from
-the jumps at conv3 and conv6 in Fig. 4.  A post-activation BatchNorm (VGG ``bn_position=post_act``) is part of
-the layer, so its output is used when it follows ``act{i}``.
+next conv (ConvPool-CNN-C conv3 and conv6) is read after that pool instead (INFERRED from the jumps at conv3
+and conv6 in the paper's Fig. 4; docs/analysis.md).  A post-activation BatchNorm (VGG
+``bn_position=post_act``) is part of the layer, so its output is used when it follows ``act{i}``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def layer_outputs(
 
 
 def centre(h: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C): each channel at the centre spatial position (the "unit" of PAPER_SPEC §6.2)."""
+    """(N, C, H, W) -> (N, C): each channel at the centre spatial position (an invariance-score "unit")."""
     return h[:, :, h.shape[2] // 2, h.shape[3] // 2]
 
 

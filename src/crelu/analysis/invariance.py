@@ -1,6 +1,6 @@
-"""Invariance scores of Goodfellow et al. (2009) (Fig. 4; PAPER_SPEC §6.2).
+"""Invariance scores of Goodfellow et al. (2009) (Fig. 4; docs/analysis.md).
 
-Definitions [BASE-RECALL: Goodfellow et al. 2009], for hidden unit i with response h_i(x):
+Definitions (Goodfellow et al. 2009, NIPS), for hidden unit i with response h_i(x):
 
 * firing f_i(x) = 1[h_i(x) > t_i];
 * global firing rate G(i) = E_x f_i(x), with t_i chosen so that G(i) = 0.01: t_i is the 99th percentile of h_i

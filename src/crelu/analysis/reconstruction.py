@@ -1,7 +1,7 @@
-"""Reconstruction from CReLU features (Prop 2.1, Fig. 5; PAPER_SPEC §6.3).
+"""Reconstruction from CReLU features (Prop 2.1, Fig. 5; docs/analysis.md).
 
 Prop 2.1 [PAPER]: x₀, the part of x in range(W), can be recovered from CReLU(Wᵀx).  The exact Algorithm 1 is
-in the unavailable supplement, so the concrete form here is INFERRED from the proof (§6.3), uses no learning,
+in the unavailable supplement, so the concrete form here is INFERRED from the proof, uses no learning,
 and:
 
 1. undoes CReLU: z = f[:F] - f[F:] - b (the pre-activation, conv bias b removed);
@@ -15,7 +15,7 @@ and:
 Other modules between a conv and its read-out are inverted where that is exact (eval-mode BatchNorm, dropout).
 ReLU and AVR are "inverted" as the identity, which loses the negative part / the sign (INFERRED, used to show
 how much worse ReLU features reconstruct).  Max-pooling is not invertible here: the Section C analysis is out
-of scope (PAPER_SPEC §6.3), so a pool between the read-out and pixels raises :class:`ReconstructionError`.
+of scope, so a pool between the read-out and pixels raises :class:`ReconstructionError`.
 """
 
 from __future__ import annotations
@@ -123,7 +123,7 @@ def invert_module(mod: nn.Module, y: torch.Tensor) -> torch.Tensor:
     if isinstance(mod, (nn.MaxPool2d, nn.AvgPool2d)):
         raise ReconstructionError(
             "cannot reconstruct through a pooling layer (the max-pool analysis, Section C, is out of scope; "
-            "PAPER_SPEC §6.3): pick a read-out layer below the first pool"
+            "docs/analysis.md): pick a read-out layer below the first pool"
         )
     raise ReconstructionError(f"do not know how to invert {type(mod).__name__}")
 

@@ -1,4 +1,4 @@
-"""Table 6: pair against non-pair correlation of a CReLU layer's outgoing weights (PAPER_SPEC §6.4).
+"""Table 6: pair against non-pair correlation of a CReLU layer's outgoing weights (docs/analysis.md).
 
 For CReLU layer l with F filters the next conv's weight is V ∈ R^{F'×2F×k×k}.  The outgoing weight vectors of
 positive-phase channel i and negative-phase channel F+i (channel order of :class:`crelu.nn.activations.CReLU`)
@@ -9,7 +9,7 @@ are v_i⁺ = vec(V[:, i]) and v_i⁻ = vec(V[:, F+i]), each scaled to unit ℓ2 
   ≠ i per i (``nonpair="random"``, seeded);
 * mean ± std over the values.
 
-INFERRED (§6.4, §7 #16): the paper's means are close to their stds, which suggests |cos| was averaged; both
+INFERRED: the paper's means are close to their stds, which suggests |cos| was averaged; both
 the signed and the absolute cosines are computed and |cos| is the primary column compared with the paper.  The
 std is the population std (ddof = 0); the paper does not say.
 """
@@ -147,7 +147,7 @@ def write_table6(
         f"Model: {source or 'n/a'}.",
         "Ours = cosine between the next conv's unit-normalised outgoing weights of channel i and F+i (pair)",
         f"and of i and j≠i (non-pair, `{nonpair}`); |cos| is the primary column",
-        "(INFERRED, PAPER_SPEC §6.4), signed values for reference. Paper: Table 6 (ImageNet CReLU conv1–7).",
+        "(INFERRED, docs/analysis.md), signed values for reference. Paper: Table 6 (ImageNet CReLU conv1–7).",
         "",
         "| layer | paper pair | ours pair \\|cos\\| | paper non-pair | ours non-pair \\|cos\\| "
         "| ours pair (signed) | ours non-pair (signed) |",

@@ -1,8 +1,8 @@
-"""Transformation trajectories T(z) for the invariance score (PAPER_SPEC §6.2; INFERRED defaults, all knobs).
+"""Transformation trajectories T(z) for the invariance score (docs/analysis.md; INFERRED defaults, all knobs).
 
 A trajectory is a stack of 2×3 affine matrices in ``F.affine_grid``'s normalised coordinates
 (align_corners=False) and is applied to a batch of images in one ``grid_sample`` call with
-``padding_mode="reflection"`` (the spec's reflect padding; grid_sample mirrors about the border, i.e. numpy's
+``padding_mode="reflection"`` (reflected borders; grid_sample mirrors about the border, i.e. numpy's
 "symmetric" mode).  Integer pixel translations land exactly on pixel centres, so they are pure shifts.
 
 Defaults: translations of -4..4 px in x and y in steps of 2 (CIFAR; ImageNet uses -16..16), rotations of
