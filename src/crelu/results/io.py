@@ -84,7 +84,8 @@ def _atomic_target(path: str | os.PathLike, mode: str,
             os.unlink(tmp)
         if _space_error(e):
             kept = "the previous version is kept" if path.exists() else "nothing was written"
-            raise DiskFullError(path, f"cannot write {path}: {_why_no_space(path.parent, e)}; {kept}") from e
+            os_says = f"{e.strerror}: " if isinstance(e, OSError) and e.strerror else ""
+            raise DiskFullError(path, f"cannot write {path}: {os_says}{_why_no_space(path.parent, e)}; {kept}") from e
         raise
 
 
