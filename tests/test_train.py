@@ -2,11 +2,13 @@
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from tests.conftest import shared_cifar_root
 
 from crelu.config import compose_config
+from crelu.data.cifar import load_cifar
 from crelu.protocols.runner import reach_target, run
 from crelu.results.record import load_record
 from crelu.training import DivergedError, train
@@ -39,7 +41,7 @@ def test_train_writes_a_complete_run_record(fake_cifar10, tiny_overrides):
     assert "commit" in d["git"]
     logits = torch.load(res.run_dir / "test_logits.pt")
     assert logits["logits"].shape == (100, 10) and logits["labels"].shape == (100,)
-    wrong = (logits["logits"].argmax(1) != logits["labels"]).float().mean().item() * 100
+    wrong = (logits["logits"].argmax(1) != logits["labels"]).double().mean().item() * 100
     assert wrong == pytest.approx(f["test_error"], abs=1e-6)
     assert not list(res.run_dir.glob(".*tmp*"))  # atomic writes leave nothing behind
 
@@ -138,5 +140,11 @@ def test_training_on_the_real_cifar10_subset(tiny_overrides):
     cfg = compose_config(["experiment=table1/baseline", f"dataset.root={shared_cifar_root()}", *tiny_overrides,
                           "dataset.test_subset=200"])
     res = train(cfg)
-    assert res.record["data"]["train_size"] == 5085 and res.record["data"]["test_size"] == 200
+    fp = res.record["data"]["fingerprint"]
+    x, y = load_cifar("cifar10", shared_cifar_root(), train=True)  # counts from the data itself
+    assert res.record["data"]["train_size"] == len(y) == fp["train"]["images"]
+    assert res.record["data"]["test_size"] == 200
+    assert fp["train"]["class_counts"] == np.bincount(y, minlength=10).tolist()
+    assert fp["train"]["official"] is False  # a subset: its checksums are not the official ones
+    assert fp["test"]["official"] is True and fp["test"]["images"] == 10000  # the official test batch
     assert res.record["epochs"][0]["train_loss"] < 10 and 0 <= res.final["test_error"] <= 100

@@ -78,7 +78,8 @@ class ScheduleConfig:
 
 @dataclass
 class TrainConfig:
-    seed: int = 0  # drives init, shuffling, augmentation and dropout
+    seed: int = 0  # drives init, shuffling, augmentation and dropout (per job: crelu.training.seeds)
+    job_seeds: bool = True  # each fold / Single phase derives its own seeds from (seed, job); false: all share seed
     deterministic: bool = False  # bit-repeatable CPU runs (and deterministic cuDNN kernels)
     batch_size: int = 128
     eval_batch_size: int = 1000

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crelu.data.cifar import load_cifar
+from crelu.data.fingerprint import load_cifar_cached
 from crelu.data.tensor_loader import TensorBatches, channel_stats, normalise
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,8 @@ def split_indices(labels: np.ndarray, protocol, phase: str | None = None) -> tup
 def build_cifar(cfg, device: torch.device, channels_last: bool = False, phase: str | None = None) -> DataBundle:
     d = cfg.dataset
     kw = dict(download=d.download, allow_modified=d.allow_modified)
-    x_train, y_train = load_cifar(d.name, d.root, train=True, **kw)
-    x_test, y_test = load_cifar(d.name, d.root, train=False, **kw)
+    x_train, y_train = load_cifar_cached(d.name, d.root, train=True, **kw)  # read-only, shared by the process
+    x_test, y_test = load_cifar_cached(d.name, d.root, train=False, **kw)
     n_classes = int(max(y_train.max(), y_test.max()) + 1)
     if n_classes > d.num_classes:
         raise ValueError(f"{d.name} has {n_classes} classes but dataset.num_classes={d.num_classes}")
@@ -112,12 +112,13 @@ def build_cifar(cfg, device: torch.device, channels_last: bool = False, phase: s
         x_test, y_test = x_test[: d.test_subset], y_test[: d.test_subset]
 
     train_idx, val_idx = split_indices(y_train, cfg.protocol, phase)
-    xt = torch.from_numpy(x_train)
+    xt = torch.from_numpy(x_train if x_train.flags.writeable else x_train.copy())
     mean, std = channel_stats(xt[torch.from_numpy(train_idx)])
 
     def to_dev(images: np.ndarray | torch.Tensor, labels: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        x = torch.as_tensor(images).to(device)
-        return normalise(x, mean.to(device), std.to(device)), torch.as_tensor(labels).to(device)
+        x = images if torch.is_tensor(images) else torch.from_numpy(np.array(images))
+        x = x.to(device)
+        return normalise(x, mean.to(device), std.to(device)), torch.from_numpy(np.array(labels)).to(device)
 
     xs, ys = to_dev(xt, y_train)  # the whole (subset of the) training set, normalised once
     ti = torch.as_tensor(train_idx, device=device)

@@ -24,7 +24,6 @@ from omegaconf import DictConfig, OmegaConf
 from crelu.config.schema import validate_config
 from crelu.protocols.single import phase1_target
 from crelu.results.record import RunRecord, now_iso
-from crelu.results.runkey import run_meta
 from crelu.training.run import RunLock, RunResult, RunSpec, finished_run, resolve_run_dir, train, train_runs
 
 log = logging.getLogger(__name__)
@@ -72,7 +71,7 @@ def _run_single(cfg: DictConfig, top, key: str) -> RunResult:
     reached = p2.final["stop_reason"] == "target_loss_reached"
     if not reached:
         log.warning("Single phase 2 of %s never reached L*=%.4f on the hold-out; flagged in the record", key, l_star)
-    meta = {**run_meta(cfg), "phase": None}
+    meta = {**p2.record["meta"], "phase": None}
     rec = RunRecord(top, {
         "status": "finished", "run_key": key, "meta": meta,
         "config": OmegaConf.to_container(cfg, resolve=True),

@@ -38,17 +38,21 @@ def _schema_defaults() -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(Config))
 
 
-def config_hash(cfg: DictConfig | dict) -> str:
-    """8-hex digest of the result-determining part of the config.
+def config_hash(cfg: DictConfig | dict, data_digest: str | None = None) -> str:
+    """8-hex digest of the result-determining part of the config and of the data it trains on.
 
     Only values that differ from the schema's defaults enter the digest, so a later version of the suite that
     adds a field (whose default keeps the old behaviour) still finds the runs of an earlier version.
+    ``data_digest`` (:func:`crelu.data.fingerprint.data_fingerprint`'s ``digest``) makes the same command on
+    another copy of the data (a subset, the official release) another run.
     """
     c, defaults = _plain(cfg), _schema_defaults()
     keyed = {
         group: {k: v for k, v in c[group].items() if k not in skip and v != defaults[group].get(k, _MISSING)}
         for group, skip in _SKIP.items()
     }
+    if data_digest is not None:
+        keyed = {"config": keyed, "data": data_digest}
     blob = json.dumps(keyed, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:8]
 
@@ -83,8 +87,12 @@ def variant_id(cfg: DictConfig | dict, data_digest: str | None = None) -> str:
     return f"{recipe_id(cfg, data_digest)}-s{_plain(cfg)['train']['seed']}"
 
 
-def run_meta(cfg: DictConfig | dict) -> dict[str, Any]:
-    """The identifying fields of a run, stored as ``meta`` in its record (what tables group by)."""
+def run_meta(cfg: DictConfig | dict, data_digest: str | None = None) -> dict[str, Any]:
+    """The identifying fields of a run, stored as ``meta`` in its record (what tables group by).
+
+    ``recipe`` and ``variant`` (:func:`recipe_id`, :func:`variant_id`) say which runs of a row may be aggregated
+    into one table cell; ``data_digest`` names the data the run trained on.
+    """
     c = _plain(cfg)
     p = c["protocol"]
     return {
@@ -96,13 +104,16 @@ def run_meta(cfg: DictConfig | dict) -> dict[str, Any]:
         "protocol": p["name"],
         "fold": p["fold"] if p["name"] == "kfold" else None,
         "seed": c["train"]["seed"],
-        "config_hash": config_hash(c),
+        "config_hash": config_hash(c, data_digest),
+        "data_digest": data_digest,
+        "recipe": recipe_id(c, data_digest),
+        "variant": variant_id(c, data_digest),
     }
 
 
-def run_key(cfg: DictConfig | dict) -> str:
+def run_key(cfg: DictConfig | dict, data_digest: str | None = None) -> str:
     """Relative directory of a run, e.g. ``table1/crelu/cifar10/kfold-3/seed0-1a2b3c4d``."""
-    m = run_meta(cfg)
+    m = run_meta(cfg, data_digest)
     group = m["table"] or "adhoc"
     row = m["row"] or m["name"]
     proto = m["protocol"] + (f"-{m['fold']}" if m["fold"] is not None else "")

@@ -41,6 +41,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crelu.config.schema import ConfigError
 from crelu.data import build_data
+from crelu.data.fingerprint import data_fingerprint
 from crelu.evaluation.tenpatch import crop_error_counts, errors_from_counts
 from crelu.models import build_model, check_input_size
 from crelu.models.packed import PackedNet, merge_optimizer_states, split_optimizer_state
@@ -56,6 +57,7 @@ from crelu.training.optim import build_optimizer, lr_at, set_lr
 from crelu.training.packed import PackedStep, check_packable, pack_seed
 from crelu.training.preemption import Preempted, PreemptionGuard
 from crelu.training.progress import format_duration
+from crelu.training.seeds import JobSeeds, job_seeds, pack_dropout_seed
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +97,8 @@ class RunSpec:
 
 
 def resolve_run_dir(cfg: DictConfig) -> tuple[Path, str]:
-    key = run_key(cfg)
+    """The run directory and run key of ``cfg``; the key includes the data's fingerprint (read once per process)."""
+    key = run_key(cfg, data_fingerprint(cfg.dataset)["digest"])
     if cfg.output.run_dir:
         return Path(cfg.output.run_dir), key
     return Path(cfg.output.root) / cfg.experiment.profile / key, key
@@ -194,6 +197,7 @@ class _Member:
     run_dir: Path
     key: str
     state: dict[str, Any] | None = None  # the checkpoint resumed from
+    seeds: JobSeeds | None = None
     gen: torch.Generator | None = None
     model: torch.nn.Module | None = None
     data: Any = None
@@ -228,7 +232,8 @@ def train_runs(specs: Sequence[RunSpec | DictConfig]) -> list[RunResult]:
     results: list[RunResult | None] = [None] * len(specs)
     members = []
     for i, spec in enumerate(specs):
-        run_dir, key = (spec.run_dir, run_key(spec.cfg)) if spec.run_dir else resolve_run_dir(spec.cfg)
+        run_dir, key = resolve_run_dir(spec.cfg)
+        run_dir = spec.run_dir or run_dir
         results[i] = finished_run(run_dir, spec.cfg.output.overwrite)
         if results[i] is None:
             members.append(_Member(i, spec, run_dir, key))
@@ -275,11 +280,13 @@ def _train_members(members: list[_Member]) -> list[RunResult]:
 
     for m in members:
         cfg = m.cfg
-        seed = cfg.train.seed
-        env.seed_everything(ddp.rank_seed(seed), cfg.train.deterministic)  # init: the member's own seed
-        m.gen = env.data_generator(seed)
+        m.seeds = job_seeds(cfg, m.spec.phase)  # crelu.training.seeds: init, dropout and data order of this job
+        env.seed_everything(ddp.rank_seed(m.seeds.init), cfg.train.deterministic)
+        m.gen = torch.Generator().manual_seed(m.seeds.data)
         m.model = build_model(cfg.model, cfg.dataset.num_classes)  # validates the architecture before data loads
         check_input_size(m.model, cfg.dataset.image_size, cfg.dataset.name)
+        if m.seeds.rule == "per-job" and not packed:
+            torch.manual_seed(ddp.rank_seed(m.seeds.dropout))
         m.data = build_data(cfg, device, channels_last, phase=m.spec.phase, rank=ddp.rank(), world=ddp.world_size())
         _check_steps(cfg, m.data)
         m.model = m.model.to(device)
@@ -301,8 +308,10 @@ def _train_members(members: list[_Member]) -> list[RunResult]:
             env.set_rng_state(members[0].state["rng"], members[0].gen)
             for m in members[1:]:
                 m.gen.set_state(m.state["rng"]["data"])
-        else:
+        elif members[0].seeds.rule == "shared":
             torch.manual_seed(pack_seed(c0.train.seed, [m.cfg.protocol.fold for m in members]))
+        else:
+            torch.manual_seed(pack_dropout_seed([m.seeds for m in members]))
         stepper = PackedStep(step_model, optimizer, [m.data.train for m in members], [m.gen for m in members],
                              device=device, amp_dtype=amp_dtype)
     else:
@@ -488,14 +497,16 @@ def _stats_dict(prefix: str, s: EpochStats) -> dict[str, float]:
 
 def _fresh_record(m: _Member, device) -> RunRecord:
     cfg, data = m.cfg, m.data
-    meta = run_meta(cfg)
+    fingerprint = data_fingerprint(cfg.dataset)
+    meta = run_meta(cfg, fingerprint["digest"])
     meta["phase"] = m.spec.phase
     return RunRecord(m.run_dir, {
         "status": "running", "run_key": m.key, "meta": meta,
         "config": OmegaConf.to_container(cfg, resolve=True),
         "git": env.git_info(), "params": sum(p.numel() for p in m.model.parameters()),
         "env": env.describe_device(device), "started_at": now_iso(), "finished_at": None, "wall_time_s": 0.0,
-        "data": {**data.sizes(), "mean": data.mean, "std": data.std},
+        "data": {**data.sizes(), "mean": data.mean, "std": data.std, "fingerprint": fingerprint},
+        "seeds": m.seeds.as_dict(),
         "epochs": [], "final": {}, "protocol": dict(m.spec.protocol),
         "artifacts": {"test_logits": None, "checkpoint": CKPT_NAME if cfg.train.checkpoint else None},
         "failure": None,
