@@ -140,7 +140,7 @@ gpu-check: ## GPU evidence kit -> GPU_OUT or results/gpu/<date>-<device>/ (GPU_C
 	$(PYTHON) scripts/gpu_check.py $(if $(GPU_OUT),--out $(GPU_OUT),) $(if $(GPU_BUDGET),--budget-s $(GPU_BUDGET),)
 
 gpu-carry: ## gpu_carry/: wheels + re-packed CIFAR-10 (from CRELU_DATA_ROOT) for a lent GPU; prints the device call
-	$(PYTHON) scripts/prepare_gpu_carry.py
+	$(PYTHON) scripts/prepare_gpu_carry.py $(if $(CRELU_DATA_ROOT),--data-root $(CRELU_DATA_ROOT),)
 
 # Everything the suite writes that is not a paper-profile result: Hydra logs, smoke/test outputs, the chaos test,
 # offline wandb runs of other profiles, generated smoke data and caches.  Kept: tracked files, results/runs/paper,
