@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 
 from crelu.config import compose_config, config_dir
 from crelu.config.experiments import register_resolvers
+from crelu.data.cifar import DataNotFoundError
 from crelu.models import build_model
 from crelu.models.flops import forward_flops, train_step_flops
 from crelu.protocols.runner import SkippedJob, resolve_job
@@ -119,9 +120,16 @@ def main() -> None:
             cfg = resolve_job(compose_config(over))
         except SkippedJob:
             continue
-        run_dir, key = resolve_run_dir(cfg)
         try:
-            status = "finished" if load_record(run_dir).status == "finished" else "unfinished"
+            run_dir, key = resolve_run_dir(cfg)
+        except DataNotFoundError:  # the run key holds the data's fingerprint: unknown without the data
+            run_dir = None
+            key = (f"{cfg.experiment.table}/{cfg.experiment.row}/{cfg.dataset.name}/{cfg.protocol.name}"
+                   f"{'' if cfg.protocol.fold is None else '-' + str(cfg.protocol.fold)}/seed{cfg.train.seed} "
+                   "(data not found here: run key and status unknown, counted as new)")
+        try:
+            status = "finished" if run_dir and load_record(run_dir).status == "finished" else (
+                "unfinished" if run_dir else "new")
         except RecordError:
             status = "new"
         counts[status] += 1

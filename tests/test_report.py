@@ -90,6 +90,7 @@ def test_report_has_every_part_and_marks_what_is_missing(smoke_results):
     assert summary[0].startswith("12 run record(s)")
 
 
+@pytest.mark.slow
 def test_cli_writes_the_page(smoke_results, tmp_path):
     runs, results = smoke_results
     out = tmp_path / "r.html"
@@ -135,6 +136,7 @@ def assert_rendered(dom: str, shot: Path) -> None:
     assert shot.is_file() and shot.stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_report_renders_in_a_headless_browser(smoke_results, tmp_path):
     runs, results = smoke_results
     out = tmp_path / "report.html"

@@ -11,6 +11,7 @@ import sys
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -18,6 +19,7 @@ import torch
 from crelu.data.synthetic import write_fake_cifar
 from crelu.protocols.ensemble import vote_error
 from crelu.results.record import iter_records
+from crelu.tables.rows import ROWS
 
 pytestmark = pytest.mark.slow
 
@@ -107,10 +109,59 @@ def test_dry_run_lists_jobs_and_estimates_gpu_hours(tmp_path):
                        timeout=600, cwd=tmp_path)
     assert p.returncode == 0, p.stderr
     lines = [ln for ln in p.stdout.splitlines() if "table2/" in ln]
-    assert len(lines) == 4 * 2 * 2  # rows x datasets x jobs
+    assert len(lines) == len(ROWS["table2"]) * 2 * 2  # rows (from configs/experiment/table2/) x datasets x jobs
     assert all(" new " in ln for ln in lines)
     summary = p.stdout.strip().splitlines()[-1]
-    assert summary.startswith("16 jobs (0 finished, 0 unfinished, 16 new); estimated")
+    n = len(ROWS["table2"]) * 2 * 2
+    assert summary.startswith(f"{n} jobs (0 finished, 0 unfinished, {n} new); estimated")
     hours = float(summary.split("estimated ")[1].split(" GPU-hours")[0].replace(",", ""))
     assert hours > 1  # 16 VGG runs of 300 epochs on 45-50k images are hours, not minutes, of GPU time
     assert "vgg: assumed 100 TFLOP/s" in summary
+
+
+def test_seeds_sweep_gives_intervals_claims_and_a_report(tmp_path):
+    """``make table1 PROFILE=smoke SEEDS=2 && make report PROFILE=smoke``, reduced to two rows on CIFAR-10."""
+    data = tmp_path / "data"
+    write_fake_cifar(data, "cifar10", n_train=300, n_test=100, seed=0)
+    env = {**os.environ, "CRELU_DATA_ROOT": str(data), "CRELU_CIFAR100_ROOT": str(data)}
+    cmd = [sys.executable, "-m", "crelu.train", "-m", "table=table1", "profile=smoke",
+           "experiment=table1/baseline,table1/crelu", "dataset=cifar10", "protocol.job=single,fold0,fold1,fold2",
+           "train.seed=0,1", f"output.root={tmp_path / 'runs'}", f"hydra.sweep.dir={tmp_path / 'hydra'}",
+           "hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+    sweep = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800)
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+    runs, out = tmp_path / "runs" / "smoke", tmp_path / "results"
+    tab = subprocess.run([sys.executable, "-m", "crelu.tables", "table1", "--profile", "smoke", "--runs", str(runs),
+                          "--out", str(out)], capture_output=True, text=True, timeout=600)
+    assert tab.returncode == 0, tab.stderr
+
+    # cells: mean over the two seeds' Averages ± the 95% t-interval over seeds
+    records = [r for r in iter_records(runs) if not isinstance(r, Exception) and r.meta.get("phase") is None]
+    folds = [r for r in records if r.meta["row"] == "crelu" and r.meta["protocol"] == "kfold"]
+    assert sorted({r.meta["seed"] for r in folds}) == [0, 1] and len(folds) == 6
+    seed_avg = [np.mean([r.final["test_error"] for r in folds if r.meta["seed"] == s]) for s in (0, 1)]
+    cells = pd.read_csv(out / "table1.csv").set_index(["row", "dataset", "metric"])
+    c = cells.loc[("crelu", "cifar10", "average")]
+    half = 12.706204736174705 * np.std(seed_avg, ddof=1) / np.sqrt(2)  # t(0.975, 1)
+    assert c["ours"] == pytest.approx(np.mean(seed_avg)) and c["n_seeds"] == 2
+    assert (c["ci_low"], c["ci_high"]) == pytest.approx((np.mean(seed_avg) - half, np.mean(seed_avg) + half))
+    # every run behind the cell is traceable, with its variant (one per seed)
+    tidy = pd.read_csv(out / "table1_runs.csv")
+    used = tidy[(tidy.row == "crelu") & (tidy.metric == "average") & tidy.used]
+    assert sorted(used["run_dir"]) == sorted(str(r.run_dir) for r in folds)
+    assert used["variant"].nunique() == 2 and used.groupby("variant")["seed"].nunique().eq(1).all()
+    claims = pd.read_csv(out / "table1_claims.csv")
+    beat = claims[(claims.id == "t1-crelu-beats-baseline") & (claims.dataset == "cifar10")
+                  & (claims.metric == "average")].iloc[0]
+    assert beat.n_pairs == 6 and beat.verdict in ("reproduced", "not reproduced", "inconclusive")
+
+    rep = subprocess.run([sys.executable, "-m", "crelu.report", "--profile", "smoke", "--runs", str(runs),
+                          "--results", str(out), "--tables", "table1"], capture_output=True, text=True, timeout=600)
+    assert rep.returncode == 0, rep.stderr
+    page = (out / "report.html").read_text()
+    assert "(2 seeds)" in page and "Claims of the paper (table1)" in page and "these numbers are meaningless" in page
+    from tests.test_report import _browser, assert_rendered, render_in_browser
+
+    if _browser():  # the page in a real browser where one is installed (tests/test_report.py skips otherwise)
+        dom, shot = render_in_browser(out / "report.html", tmp_path)
+        assert_rendered(dom, shot)

@@ -66,6 +66,7 @@ def test_a_new_yaml_file_is_a_new_row_of_the_sweep_and_the_table(configs, tmp_pa
     assert c.ours == 12.5 and c.label == "CReLU (conv1-4)" and c.diff != c.diff  # NaN: no paper value
 
 
+@pytest.mark.slow
 def test_the_training_cli_sweeps_the_new_row(configs, tmp_path):
     """The real ``python -m crelu.train -m table=table1`` (Hydra multirun, joblib) launches the new row too."""
     env = {**os.environ, "CRELU_CONFIG_DIR": str(configs), "CRELU_DATA_ROOT": str(tmp_path / "nodata")}

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,12 +22,21 @@ from crelu.tables.reference import PaperReference
 LABELS = np.array([0, 1, 2, 3, 4, 5, 6, 7, 8, 9] * 3)
 
 
-def _config(row: str, job: str, lr: float | None = None, seed: int = 0) -> dict:
+@functools.cache
+def _composed(row: str, kfold: bool, lr: float | None, seed: int) -> str:
     over = [f"experiment=table1/{row}", "dataset=cifar10", f"train.seed={seed}"]
-    over += ["protocol=kfold", f"protocol.fold={job[4:]}"] if job.startswith("fold") else ["protocol=single"]
+    over += ["protocol=kfold", "protocol.fold=0"] if kfold else ["protocol=single"]
     if lr is not None:
         over.append(f"optim.lr={lr}")
-    return OmegaConf.to_container(compose_config(over), resolve=True)
+    return json.dumps(OmegaConf.to_container(compose_config(over), resolve=True))
+
+
+def _config(row: str, job: str, lr: float | None = None, seed: int = 0) -> dict:
+    """The resolved config of one table job, as Hydra composes it (composed once per row/recipe/seed)."""
+    cfg = json.loads(_composed(row, job.startswith("fold"), lr, seed))
+    if job.startswith("fold"):
+        cfg["protocol"]["fold"] = int(job[4:])
+    return cfg
 
 
 def _record(root, row, job, err, *, lr=None, seed=0, when="2025-01-01T00:00:00", stored_ids=False, rng=None):

@@ -33,7 +33,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em a
      padding:0 1em}
 h1{margin-bottom:.2em} h2{border-bottom:2px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.6em 0 1em;font-size:.88em}
-th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top}
+th,td{border:1px solid #ccc;padding:.25em .5em;text-align:right;vertical-align:top;white-space:nowrap}
+.scroll{overflow-x:auto} td.wrap{white-space:normal;text-align:left;min-width:22em}
 th{background:#f3f3f3} td.label{text-align:left;white-space:nowrap}
 td.missing{color:#999;background:#fafafa} .ok{color:#17803d;font-weight:bold} .bad{color:#c0392b;font-weight:bold}
 .banner{background:#fff3cd;border:2px solid #e0a800;padding:.8em 1em;font-size:1.05em;margin:1em 0}
@@ -99,18 +100,18 @@ def _wandb_cell(t: Table, row: str, ds: str, records: dict[str, RunRecord]) -> s
     text = f"{len(dirs)} run(s); variant(s): " + ", ".join(f"<code>{_e(v)}</code>" for v in variants)
     if links:
         text += "<br>wandb: " + ", ".join(links)
-    return f'<td class="label small">{text}</td>'
+    return f'<td class="wrap small">{text}</td>'
 
 
 def table_html(t: Table, records: dict[str, RunRecord]) -> str:
-    out = [f"<h3>{_e(t.spec.title)}</h3>"]
+    out = []
     ours = [c for c in t.cells if not c.reference_only]
     filled = sum(1 for c in ours if c.n_runs)
     out.append(f'<p class="small">{filled}/{len(ours)} cells of ours have runs.</p>')
     if not filled:
         out.append(_missing(f"no finished runs for {t.name} (run `make {t.name}`)"))
     for ds in dict.fromkeys(c.dataset for c in t.cells):
-        out.append(f"<h4>{_e(DATASET_TITLES.get(ds, ds))}</h4><table><tr><th>Model</th>")
+        out.append(f"<h4>{_e(DATASET_TITLES.get(ds, ds))}</h4><div class='scroll'><table><tr><th>Model</th>")
         for m in t.spec.shown:
             out.append(f'<th colspan="4">{_e(t.header(m))}</th>')
         out.append("<th>runs</th></tr><tr><th></th>" + "<th>ours</th><th>95% CI</th><th>paper</th><th>Δ</th>"
@@ -129,7 +130,7 @@ def table_html(t: Table, records: dict[str, RunRecord]) -> str:
                            f"<td>{_e(fmt_diff(c))}</td>")
             out.append(_wandb_cell(t, row, ds, records) if not first.reference_only else "<td></td>")
             out.append("</tr>")
-        out.append("</table>")
+        out.append("</table></div>")
     if t.notes:
         out.append('<details class="notes"><summary>Notes (' + str(len(t.notes)) + ")</summary><ul>"
                    + "".join(f"<li>{_e(n)}</li>" for n in t.notes) + "</ul></details>")
@@ -139,9 +140,9 @@ def table_html(t: Table, records: dict[str, RunRecord]) -> str:
 def claims_html(results: Sequence[ClaimResult]) -> str:
     if not results:
         return ""
-    out = ["<table><tr><th>claim</th><th>dataset</th><th>metric</th><th>paper: row vs other</th>"
-           "<th>ours: row [95% CI]</th><th>ours: other [95% CI]</th><th>row − other [95% CI]</th><th>p</th>"
-           "<th>pairs</th><th>verdict</th></tr>"]
+    out = ["<div class='scroll'><table><tr><th>claim</th><th>dataset</th><th>metric</th><th>verdict</th>"
+           "<th>paper: row vs other</th><th>ours: row [95% CI]</th><th>ours: other [95% CI]</th>"
+           "<th>row − other [95% CI]</th><th>p</th><th>pairs</th></tr>"]
 
     def o(c: Cell | None) -> str:
         if c is None or _nan(c.ours):
@@ -155,14 +156,15 @@ def claims_html(results: Sequence[ClaimResult]) -> str:
         diff = "—" if _nan(d.mean_diff) else f"{d.mean_diff:+.2f}" + (
             "" if _nan(d.low) else f" [{d.low:+.2f}, {d.high:+.2f}]")
         out.append(
-            f'<tr class="{cls}"><td class="label">{_e(r.claim)}<br><span class="small"><code>{_e(r.row)}</code> '
+            f'<tr class="{cls}"><td class="wrap">{_e(r.claim)}<br><span class="small"><code>{_e(r.row)}</code> '
             f"{_e(rel)} <code>{_e(r.other)}</code> · {_e(r.source)}</span></td>"
             f"<td>{_e(DATASET_TITLES.get(r.dataset, r.dataset))}</td>"
-            f"<td>{_e(r.metric)}</td><td>{r.paper_row:.2f} vs {r.paper_other:.2f}</td><td>{_e(o(r.ours_row))}</td>"
+            f'<td>{_e(r.metric)}</td><td title="{_e(r.reason)}"><b>{_e(r.verdict)}</b></td>'
+            f"<td>{r.paper_row:.2f} vs {r.paper_other:.2f}</td><td>{_e(o(r.ours_row))}</td>"
             f"<td>{_e(o(r.ours_other))}</td><td>{_e(diff)}</td><td>{'' if _nan(d.p) else f'{d.p:.3g}'}</td>"
-            f'<td>{d.n}</td><td title="{_e(r.reason)}"><b>{_e(r.verdict)}</b></td></tr>'
+            f"<td>{d.n}</td></tr>"
         )
-    out.append("</table>")
+    out.append("</table></div>")
     out.append(f'<p class="small">Test: {_e(TEST_DESCRIPTION)}. Reproduced: the 95% interval of the mean '
                "difference lies wholly on the claimed side (below 0, or below the margin for “on par”); not "
                "reproduced: wholly on the other side; inconclusive: otherwise (or fewer than 2 pairs).</p>")
@@ -198,6 +200,7 @@ def curves_html(t: Table, records: dict[str, RunRecord]) -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     out = []
     for ds in dict.fromkeys(c.dataset for c in t.cells if not c.reference_only):
@@ -220,6 +223,7 @@ def curves_html(t: Table, records: dict[str, RunRecord]) -> str:
                     drawn = True
             ax.set_title(name)
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
             if not drawn:
                 ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="grey")
         axes[0].legend(fontsize=7)

@@ -27,6 +27,8 @@ Rules (the same for every table):
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -129,13 +131,21 @@ def _ids(r: RunRecord) -> tuple[str, str]:
         return str(m["recipe"]), str(m["variant"])
     cfg = r.data.get("config")
     try:
-        from crelu.results.runkey import recipe_id, variant_id
-
-        digest = m.get("data_digest")
-        return recipe_id(cfg, digest), variant_id(cfg, digest)
+        # the folds of one variant differ only in protocol.fold/job, which no recipe includes: computed once
+        key = json.dumps([{**cfg, "protocol": {k: v for k, v in cfg["protocol"].items() if k not in ("fold", "job")}},
+                          m.get("data_digest")], sort_keys=True, default=str)
+        return _computed_ids(key)
     except (KeyError, TypeError, AttributeError, ValueError, ImportError):
         h = str(m.get("config_hash"))
         return f"cfg-{h}", f"cfg-{h}-s{m.get('seed')}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _computed_ids(key: str) -> tuple[str, str]:
+    from crelu.results.runkey import recipe_id, variant_id
+
+    cfg, digest = json.loads(key)
+    return recipe_id(cfg, digest), variant_id(cfg, digest)
 
 
 def recipe_of(r: RunRecord) -> str:
