@@ -138,7 +138,18 @@ def versions() -> dict:
             out[mod] = None
     if torch.cuda.is_available():
         out["cudnn"] = torch.backends.cudnn.version()
-        out["driver_visible_devices"] = torch.cuda.device_count()
+        out["visible_devices"] = torch.cuda.device_count()
+        props = torch.cuda.get_device_properties(0)
+        out["gpu"] = {"name": props.name, "memory_gib": props.total_memory / 2**30,
+                      "multiprocessors": props.multi_processor_count, "capability": f"{props.major}.{props.minor}"}
+    if shutil.which("nvidia-smi"):  # a read-only query: driver, clocks, power limit, temperature as found
+        fields = "name,driver_version,memory.total,clocks.sm,clocks.max.sm,power.limit,temperature.gpu"
+        try:
+            q = subprocess.run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
+                               capture_output=True, text=True, timeout=20)
+            out["nvidia_smi"] = {"fields": fields, "values": q.stdout.strip()}
+        except (OSError, subprocess.SubprocessError) as e:
+            out["nvidia_smi"] = {"error": str(e)}
     return out
 
 
@@ -325,29 +336,47 @@ class Kit:
                         "loss.item() every step; packedK = K models as one PackedNet, each on its own batches"}
 
     def _bench_one(self, i: int, family: str, row: str) -> dict:
+        """Suite, plain loop and K-pack rates of one model; the plain loop and the pack may fail on their own."""
         from crelu.models import build_model
         from crelu.models.flops import train_step_flops
 
-        st, bc, peak = self.st, self.bc, self.report.get("peak_tflops")
+        st, bc, peak, torch = self.st, self.bc, self.report.get("peak_tflops"), self.torch
         sheet = bc.peak_tflops(self.device_name)
+        cuda = self.device.type == "cuda"
         cfg = self.model_cfg(family, row)
         fpi = train_step_flops(build_model(cfg.model, cfg.dataset.num_classes), 32, batch=2) / 2
         s = bc._Setup(self.bench_args(), self.device, cfg)
+        if cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
         t0 = time.perf_counter()
         suite = bc.bench_suite(s)
         t_suite = time.perf_counter() - t0
-        ref = bc.bench_reference(bc._Setup(self.bench_args(steps=st["ref_steps"], repeats=st["ref_repeats"]),
-                                           self.device, cfg))
-        k = st["pack"]
-        packed = bc.bench_packed(bc._Setup(self.bench_args(steps=st["pack_steps"], warmup=st["pack_warmup"],
-                                                           repeats=st["pack_repeats"]), self.device, cfg), k)
+        k, notes = st["pack"], {}
         r = {"family": family, "row": row, "flops_per_image": fpi, "suite_wall_s": round(t_suite, 2),
-             **rate("suite", suite, fpi, peak, sheet), **rate("plain", ref, fpi, peak, sheet),
-             **rate(f"packed{k}", packed, fpi, peak, sheet), "k": k,
-             "suite_vs_plain": suite / ref,
-             # time of K folds packed / time of one model (same images per model): K * suite / packed
-             "packed_time_ratio": k * suite / packed,
+             "suite_peak_mem_gib": torch.cuda.max_memory_allocated(self.device) / 2**30 if cuda else None,
+             **rate("suite", suite, fpi, peak, sheet), "k": k,
              "amp": str(s.amp).replace("torch.", "") if s.amp else "fp32", "channels_last": s.channels_last}
+        ref_args = dict(steps=st["ref_steps"], repeats=st["ref_repeats"])
+        try:
+            ref = bc.bench_reference(bc._Setup(self.bench_args(**ref_args), self.device, cfg))
+        except Exception as e:  # noqa: BLE001 - e.g. DataLoader workers without enough shared memory
+            notes["plain"] = f"with workers: {type(e).__name__}: {str(e)[:200]}; measured with 0 workers"
+            ref = bc.bench_reference(bc._Setup(self.bench_args(ref_workers=0, **ref_args), self.device, cfg))
+        r.update(rate("plain", ref, fpi, peak, sheet), suite_vs_plain=suite / ref)
+        try:
+            packed = bc.bench_packed(bc._Setup(self.bench_args(steps=st["pack_steps"], warmup=st["pack_warmup"],
+                                                               repeats=st["pack_repeats"]), self.device, cfg), k)
+            # time of K folds packed / time of one model (same images per model): K * suite / packed
+            r.update(rate(f"packed{k}", packed, fpi, peak, sheet), packed_time_ratio=k * suite / packed)
+        except Exception as e:  # noqa: BLE001 - the suite and plain numbers stand without it
+            traceback.print_exc()
+            notes[f"packed{k}"] = f"{type(e).__name__}: {str(e)[:300]}"
+            self.report["errors"][f"bench:{family}:{row}:packed{k}"] = notes[f"packed{k}"]
+            packed = math.nan
+            if cuda:
+                torch.cuda.empty_cache()
+        if notes:
+            r["notes"] = notes
         self.rates[family, row] = r
         print(f"  {family}:{row} suite {suite:,.0f} img/s ({r['suite_tflops']:.2f} TFLOP/s, MFU "
               f"{fmt_pct(r['suite_mfu'])}), plain {ref:,.0f}, {k} packed {packed:,.0f} img/s", flush=True)
@@ -510,7 +539,8 @@ class Kit:
             if not r:
                 return {"epochs": 0, "pack": 1, "reason": f"no bench rate for convpool_c:{row}"}
             t1 = n_member / r["suite_images_per_s"]
-            tk = k * n_member / r[f"packed{k}_images_per_s"]
+            packed = r.get(f"packed{k}_images_per_s")
+            tk = k * n_member / packed if packed else k * t1  # no pack measured: assume no gain
             cost[row] = lambda p, t1=t1, tk=tk, r=r: ((t1 + (tk - t1) * (p - 1) / max(k - 1, 1))
                                                        + p * n_eval / (2.5 * r["suite_images_per_s"]))
             fixed[row] = lambda p: p * (1.5 * load_s + 0.5) + 2.0
@@ -576,14 +606,15 @@ class Kit:
             if not got:
                 continue
             suite = statistics.mean(r["suite_tflops"] for r in got)
-            packed = statistics.mean(r[f"packed{k}_tflops"] for r in got)
+            packs = [r[f"packed{k}_tflops"] for r in got if r.get(f"packed{k}_tflops")]
+            packed = statistics.mean(packs) if packs else None
             folds = jobs_all.split(",") if jobs_all else [f"fold{i}" for i in range(10)]
             folds = [j for j in folds if j.startswith("fold")]
             packed_folds = [j for j in folds if int(j[4:]) % k == 0]
             variants = {"single": (["single"], suite, []), "folds": (folds, suite, []),
                         "folds_packed": (packed_folds, packed, [f"protocol.pack={k}"])}
             for name, (jobs, tflops, extra) in variants.items():
-                if name not in self.st["estimate_variants"]:
+                if name not in self.st["estimate_variants"] or tflops is None:
                     continue
                 cmd = [sys.executable, str(REPO / "scripts" / "plan_sweep.py"), table, "--profile", "paper",
                        "--jobs", ",".join(jobs), "--tflops", f"{tflops:.6g}", *extra]
@@ -820,7 +851,7 @@ def render_markdown(r: dict) -> str:
                          f"{fmt_pct(x['suite_mfu'])} | {x['plain_images_per_s']:,.0f} | {x['suite_vs_plain']:.2f}x | "
                          f"{fmt_num(c.get('compiled_images_per_s'), 0)} | "
                          f"{fmt_num(c.get('speedup'))}{'x' if c else ''} | "
-                         f"{x[f'packed{k}_images_per_s']:,.0f} | {x['packed_time_ratio']:.2f}x |")
+                         f"{fmt_num(x.get(f'packed{k}_images_per_s'), 0)} | {fmt_num(x.get('packed_time_ratio'))}x |")
         lines += ["", f"Targets (issue 15): ConvPool-CNN-C MFU >= {TARGETS['convpool_mfu']:.0%}, suite >= "
                   f"{TARGETS['suite_vs_plain']:.0f}x the plain loop, 10 packed folds <= "
                   f"{TARGETS['packed10_time_ratio']:.0f}x one model's time.", ""]
@@ -874,7 +905,7 @@ def render_markdown(r: dict) -> str:
             def gh(v, tb=tb):
                 x = tb.get(v) or {}
                 return f"{x['gpu_hours']:,.1f} ({x['jobs']} jobs)" if "gpu_hours" in x else x.get("error", "n/a")[:60]
-            one = next((tb[v]["tflops"] for v in ("single", "folds") if v in tb), None)
+            one = next((tb[v].get("tflops") for v in ("single", "folds") if v in tb), None)
             pk = (tb.get("folds_packed") or {}).get("tflops")
             fed = " / ".join("n/a" if x is None else f"{x:.3g}" for x in (one, pk))
             lines.append(f"| {name} | {fed} | {gh('single')} | "

@@ -236,3 +236,31 @@ def test_training_plan_fits_the_time_left(left_s, want_pack):
     assert ms == sorted(set(ms)) and all(1 <= m < plan["epochs"] for m in ms)
     if plan["epochs"] >= 7:
         assert len(ms) == 3  # the paper's three drops, scaled
+
+
+def test_markdown_of_a_partial_run_names_what_is_missing():
+    """A run cut short or with failures still renders: failed, skipped and unmeasured parts are named."""
+    kit = _load(KIT, "gpu_check")
+    r = {"device_name": "NVIDIA H200", "device_type": "cuda", "created_at": "2026-12-01T00:00:00+00:00",
+         "dry": False, "versions": {"torch": "2.11.0"}, "git": {"commit": "abc"}, "budget_s": 420, "elapsed_s": 400,
+         "settings": {"pack": 10, "batch": 128, "width_scale": 1.0}, "errors": {"bench:vgg:baseline": "OOM"},
+         "timings": {"bench": 100.0},
+         "sections": {
+             "bench": {"rows": [
+                 {"family": "convpool_c", "row": "baseline", "suite_images_per_s": 1000.0, "suite_tflops": 1.2,
+                  "suite_mfu": 0.0015, "plain_images_per_s": 500.0, "suite_vs_plain": 2.0, "flops_per_image": 1.2e9,
+                  "notes": {"packed10": "RuntimeError"}},
+                 {"family": "convpool_c", "row": "crelu", "skipped": "time budget"},
+                 {"family": "vgg", "row": "baseline", "error": "OOM"}]},
+             "profile": {"steps": [10, 30], "models": [{"family": "convpool_c", "row": "baseline",
+                                                        "error": "RuntimeError: CUPTI"}], "note": ""},
+             "train": {"data": {"source": "carried", "root": "/tmp/x"}, "train_images": 10000, "test_images": 10000,
+                       "folds": 10, "plan": {"pack": 2, "epochs": 12, "schedule": "multistep"},
+                       "configs": [{"row": "baseline", "lr": 0.01, "pack": 2, "epochs": 12,
+                                    "status": "skipped: time budget"}]},
+             "estimate": {"tables": {"table1": {"single": {"error": "TimeoutError: "}}}, "note": ""}}}
+    md = kit.render_markdown(r)
+    assert "NVIDIA H200" in md and "DRY MODE" not in md
+    assert "not measured: time budget" in md and "not measured: OOM" in md and "not measured: RuntimeError: CUPTI" in md
+    assert "| convpool_c:baseline | 1,000 | 1.20 | 0.1% | 500 | 2.00x |" in md
+    assert "skipped: time budget" in md and "TimeoutError" in md and "- bench:vgg:baseline: OOM" in md
