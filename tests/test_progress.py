@@ -78,3 +78,15 @@ def test_run_eta():
                                     (50 * 3600, "2d02h"), (float("inf"), "?")])
 def test_format_duration(s, text):
     assert format_duration(s) == text
+
+
+def test_track_iterates_with_a_bar(monkeypatch):
+    import crelu.training.progress as progress
+
+    out = io.StringIO()
+    monkeypatch.setattr(progress.sys, "stderr", out)
+    assert list(progress.track(range(7), desc="layers", unit="layer")) == list(range(7))
+    assert list(progress.track(iter("abc"), desc="gen")) == ["a", "b", "c"]  # no len(): no total
+    text = out.getvalue()
+    assert "\r" not in text and "7/7" in text and "layers" in text and "3it" in text.replace(" ", "")
+    assert list(progress.track([1, 2], disable=True)) == [1, 2]

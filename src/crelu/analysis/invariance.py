@@ -30,9 +30,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import torch
-from tqdm.auto import tqdm
 
 from crelu.analysis.transforms import TrajectoryConfig, apply_trajectory, trajectory
+from crelu.training.progress import track
 
 ResponseFn = Callable[[torch.Tensor], Mapping[str, torch.Tensor]]
 
@@ -79,7 +79,7 @@ def responses(
 ) -> dict[str, torch.Tensor]:
     """``{layer: (N, U)}`` responses of ``fn`` on ``images`` (float32, CPU), in batches."""
     chunks: dict[str, list[torch.Tensor]] = {}
-    for start in tqdm(range(0, len(images), batch_size), desc=desc, disable=not progress, leave=False):
+    for start in track(range(0, len(images), batch_size), desc=desc, disable=not progress, unit="batch"):
         for name, r in fn(images[start : start + batch_size]).items():
             chunks.setdefault(name, []).append(r.detach().float().cpu())
     return {name: torch.cat(c) for name, c in chunks.items()}
@@ -122,8 +122,8 @@ def invariance_scores(
         t = thetas.shape[0]
         per_batch = max(1, cfg.batch_size // t)
         lsum = {name: torch.zeros(hl.shape[1]) for name, hl in h.items()}
-        for start in tqdm(
-            range(0, len(union), per_batch), desc=f"{family} trajectories", disable=not progress, leave=False
+        for start in track(
+            range(0, len(union), per_batch), desc=f"{family} trajectories", disable=not progress, unit="batch"
         ):
             idx = union[start : start + per_batch]
             resp = fn(apply_trajectory(images[idx], thetas))

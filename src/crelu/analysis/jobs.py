@@ -24,7 +24,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from tqdm.auto import tqdm
 
 from crelu.analysis.data import heldout_images
 from crelu.analysis.features import centre_response_fn, readout_points
@@ -43,6 +42,7 @@ from crelu.analysis.table6 import model_table6, read_paper_table6, write_table6
 from crelu.analysis.transforms import TrajectoryConfig
 from crelu.results.io import atomic_write_json, atomic_write_text
 from crelu.tables.reference import default_data_path
+from crelu.training.progress import track
 
 CIFAR = ("cifar10", "cifar100")
 PAIRING = {
@@ -259,7 +259,7 @@ def run_reconstruction(
             x = run_data.images.to(ctx.device)
             recs: list[list[tuple[str, torch.Tensor]]] = [[] for _ in range(len(x))]
             todo = _layers(run, layers or default_layers)
-            for layer in tqdm(todo, desc=f"reconstruct {run.label}", disable=not ctx.progress, leave=False):
+            for layer in track(todo, desc=f"reconstruct {run.label}", disable=not ctx.progress, unit="layer"):
                 try:
                     x_hat, infos = reconstruct(run.model, x, layer, iters=iters)
                 except ReconstructionError as e:

@@ -12,12 +12,15 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, TypeVar
 
 from tqdm.auto import tqdm
 
 LOG_INTERVAL_S = 30.0  # seconds between two progress lines when the output is a file
+
+T = TypeVar("T")
 
 
 def is_terminal(stream: IO | None = None) -> bool:
@@ -78,7 +81,20 @@ def progress_bar(
                     dynamic_ncols=True, leave=leave)
     return _LineTqdm(total=total, desc=desc, initial=initial, disable=disable, unit=unit, file=_Lines(file),
                      ascii=True, ncols=100, mininterval=interval_s, maxinterval=interval_s * 4,
-                     miniters=1, leave=leave)
+                     miniters=1, leave=True)  # a log keeps its last line (leave=False would erase it with \r)
+
+
+def track(
+    items: Iterable[T], *, desc: str = "", total: int | None = None, disable: bool = False, unit: str = "it",
+    leave: bool = False,
+) -> Iterator[T]:
+    """Iterate over ``items`` with a :func:`progress_bar` (``total`` defaults to ``len(items)`` when it has one)."""
+    if total is None:
+        total = len(items) if hasattr(items, "__len__") else None
+    with progress_bar(total, desc=desc, disable=disable, unit=unit, leave=leave) as bar:
+        for item in items:
+            yield item
+            bar.update(1)
 
 
 @dataclass(frozen=True)
