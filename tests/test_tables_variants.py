@@ -146,7 +146,7 @@ def test_paper_profile_marks_cells_not_trained_on_the_official_full_set(tmp_path
     for k in range(10):
         rec = _record(root, "avr", f"fold{k}", 10.0, rng=rng)
         rec.data["config"]["dataset"]["train_subset"] = 10000
-        rec.data["data"]["fingerprint"]["train"]["images"] = 10000
+        # the fingerprint describes the files the subset is drawn from (all 50,000 official images)
         rec.save()
     single = _record(root, "double", "single", 9.0)
     single.data["data"]["fingerprint"]["train"]["official"] = False

@@ -63,9 +63,10 @@ def data_mark(records: list[RunRecord]) -> str:
     for rec in records:
         cfg_ds = (rec.data.get("config") or {}).get("dataset") or {}
         fp = _train_fp(rec)
-        images = fp.get("images")
+        # a dataset.train_subset is drawn from the fingerprinted files: the subset is what the run trained on
+        images = cfg_ds.get("train_subset") or fp.get("images")
         if images is None:
-            images = cfg_ds.get("train_subset") or (rec.data.get("data") or {}).get("train_size")
+            images = (rec.data.get("data") or {}).get("train_size")
         n = f"{int(images):,} train images" if isinstance(images, (int, float)) else "train images unknown"
         if cfg_ds.get("train_subset"):
             marks.append(f"subset: {n}")
