@@ -122,6 +122,11 @@ def test_bad_names_are_one_line_errors(name, weights, message):
         load_torchvision(name, weights)
 
 
+def test_torchvision_options_need_a_model(capsys):
+    assert cli.main(["pairing", "--weights", "DEFAULT"]) == 2
+    assert "need --torchvision" in capsys.readouterr().err
+
+
 def test_a_file_of_another_architecture_is_reported(tmp_path):
     path = tmp_path / "vgg.pth"
     torch.save(torchvision.models.squeezenet1_1(weights=None).state_dict(), path)

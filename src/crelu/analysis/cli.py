@@ -112,6 +112,10 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         progress=not args.no_progress,
     )
+    if (args.weights or args.num_classes or args.offline or args.pairing_layers) and not args.torchvision:
+        print("error: --weights, --num-classes, --offline and --pairing-layers need --torchvision NAME",
+              file=sys.stderr)
+        return 2
     if args.torchvision or args.alexnet:
         if args.torchvision and args.analysis != "pairing":
             print("error: --torchvision works with the pairing analysis only", file=sys.stderr)
