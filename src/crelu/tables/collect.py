@@ -41,11 +41,8 @@ __all__ = [
     "DEFAULT_FOLDS",
     "RowSelection",
     "RunIndex",
-    "Selection",
     "Variant",
     "recipe_of",
-    "select_kfold",
-    "select_latest",
     "select_row",
     "variant_of",
 ]
@@ -322,46 +319,3 @@ def select_row(
     ids = {v.variant for v in used}
     others = sorted((v for v in variants.values() if v.variant not in ids), key=lambda v: (v.recipe, _seed_key(v)))
     return RowSelection(used, others, unfinished, expected)
-
-
-# -- the one-variant views the older API offered (kept for callers that want a single run list) -------------
-
-
-@dataclass
-class Selection:
-    """The records used for one cell (one variant), and what was left out."""
-
-    used: list[RunRecord]
-    expected: int | None = None
-    unfinished: Counter = field(default_factory=Counter)
-    superseded: int = 0
-    variants: int = 0
-    bad_fold: int = 0
-
-    @property
-    def n(self) -> int:
-        return len(self.used)
-
-    @property
-    def partial(self) -> bool:
-        return self.expected is not None and 0 < self.n < self.expected
-
-    def marker(self) -> str:
-        return f"{self.n}/{self.expected} folds" if self.partial else ""
-
-
-def select_latest(records: Sequence[RunRecord]) -> Selection:
-    """The most recent finished record of the shown recipe's first seed (Single, ImageNet "full" cells)."""
-    done = [r for r in records if r.status == "finished"]
-    kind = "single" if all(r.meta.get("protocol") == "single" for r in done) else "full"
-    sel = select_row(**{kind: records})
-    rec = [getattr(sel.used[0], kind)] if sel.used and getattr(sel.used[0], kind) is not None else []
-    return Selection(rec, None, sel.unfinished, sel.superseded, len(sel.used) + len(sel.others))
-
-
-def select_kfold(records: Sequence[RunRecord]) -> Selection:
-    """The folds of the shown variant (the shown recipe's first seed), ordered by fold."""
-    sel = select_row(kfold=records)
-    v = sel.used[0] if sel.used else None
-    return Selection(v.fold_runs if v else [], sel.expected, sel.unfinished, sel.superseded,
-                     len(sel.used) + len(sel.others), v.bad_fold if v else 0)
