@@ -144,3 +144,18 @@ def test_report_renders_in_a_headless_browser(smoke_results, tmp_path):
     dom, shot = render_in_browser(out, tmp_path)
     assert_rendered(dom, shot)
     assert "these numbers are meaningless" in dom
+
+
+def test_tuning_uses_the_files_picks_and_marks_diverged_points(tmp_path):
+    from crelu.report.html import tuning_html
+
+    path = tmp_path / "table1.csv"  # the columns `make tune` writes (crelu.protocols.tuning.COLUMNS)
+    pd.DataFrame({"table": "table1", "row": ["crelu"] * 3, "dataset": "cifar10", "lr": [0.1, 0.05, 0.01],
+                  "init_scale": 0.5, "val_error": ["", 41.0, 40.0], "val_loss": ["", 1.2, 1.1],
+                  "diverged": ["True", "False", "False"], "picked": ["False", "True", "False"], "epochs": 3,
+                  "run_dir": "x"}).to_csv(path, index=False)
+    page = tuning_html(path, "table1")
+    # the file's pick (0.05) is shown even where another lr has a lower error; the diverged point is counted
+    assert "<td>0.5</td><td>0.05</td><td>41.00</td>" in page and "1 diverged" in page
+    assert len(_images(page)) == 1
+    assert "Missing: " in tuning_html(tmp_path / "none.csv", "table1")

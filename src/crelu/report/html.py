@@ -266,9 +266,15 @@ def tuning_html(path: Path, table: str) -> str:
             bad = g[g["diverged"]]
             if len(bad):
                 ax.scatter(bad["lr"], [top] * len(bad), marker="x", s=70, color=line.get_color(), zorder=3)
-            if len(ok.dropna(subset=["val_error"])):
-                best = ok.loc[ok["val_error"].idxmin()]
-                picks.append((ds, row, scale, best["lr"], best["val_error"]))
+        # the pick per (row, dataset): the file's ``picked`` column (make tune), else the lowest validation error
+        for row, g in sub.groupby("row", sort=False):
+            ok = g[~g["diverged"]].dropna(subset=["val_error"])
+            if "picked" in g.columns:
+                chosen = g[g["picked"].astype(str).str.lower().isin(["true", "1", "yes"])]
+            else:
+                chosen = ok.loc[[ok["val_error"].idxmin()]] if len(ok) else ok
+            for r in chosen.itertuples(index=False):
+                picks.append((ds, row, r.init_scale, r.lr, r.val_error))
         ax.set_xscale("log")
         ax.set_xlabel("learning rate")
         ax.set_ylabel("validation error %")
