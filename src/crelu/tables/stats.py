@@ -15,7 +15,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["Interval", "PairedTest", "betainc", "paired_t", "t_cdf", "t_interval", "t_ppf"]
+__all__ = ["Interval", "PairedTest", "betainc", "interval_from_se", "paired_t", "t_cdf", "t_interval", "t_ppf"]
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -92,15 +92,6 @@ class Interval:
     low: float
     high: float
     n: int
-
-    @property
-    def half(self) -> float:
-        return (self.high - self.low) / 2.0
-
-    def contains(self, x: float) -> bool | None:
-        if math.isnan(self.low) or math.isnan(x):
-            return None
-        return self.low <= x <= self.high
 
 
 def _mean_sd(xs: Sequence[float]) -> tuple[float, float]:
