@@ -63,7 +63,8 @@ class OptimConfig:
     dampening: float = 0.0
     weight_decay: float = 1e-3
     nesterov: bool = False
-    lr_grid: list[float] = field(default_factory=list)  # documented search grid (Springenberg: .25 .1 .05 .01)
+    lr_grid: list[float] = field(default_factory=list)  # the grid `make tune` searches (Springenberg: .25 .1 .05 .01)
+    lr_from: str | None = None  # a tuning CSV (make tune): lr and init_scale become the row's picked values
 
 
 @dataclass
@@ -101,14 +102,14 @@ class TrainConfig:
 
 @dataclass
 class ProtocolConfig:
-    name: str = "full"  # full | kfold | single
+    name: str = "full"  # full | kfold | single | tune (train minus the hold-out, scored on it: make tune)
     folds: int = 10
     fold: int | None = None  # kfold: which fold is held out (0-based)
     split_seed: int = 20160301  # folds / hold-out split, independent of train.seed
     holdout: int = 10000  # single: size of the held-out part of the training set
     stop_point: str = "end"  # single phase 1 stopping point: end | best_val
     eval_mode: str = "center"  # imagenet: center | tenpatch | both
-    job: str | None = None  # table sweeps: "single" or "fold<K>" picks the protocol and fold of one job
+    job: str | None = None  # table sweeps: "single", "fold<K>" or "tune" picks the protocol (and fold) of one job
     pack: int = 1  # kfold: train folds fold..fold+pack-1 together as one stacked network (crelu.training.packed)
 
 

@@ -85,14 +85,14 @@ def split_indices(labels: np.ndarray, protocol, phase: str | None = None) -> tup
         if protocol.fold is None or not 0 <= protocol.fold < protocol.folds:
             raise ValueError(f"protocol.fold must be in 0..{protocol.folds - 1} for kfold, got {protocol.fold}")
         return kfold_indices(labels, protocol.folds, protocol.fold, protocol.split_seed)
-    if protocol.name == "single":
+    if protocol.name in ("single", "tune"):  # tune: phase 1's split (make tune)
         if not 0 < protocol.holdout < n:
             raise ValueError(f"protocol.holdout={protocol.holdout} must be between 1 and the {n} training images")
         train_idx, hold_idx = holdout_split(labels, protocol.holdout, protocol.split_seed)
         if phase == "phase2":
             return np.arange(n), hold_idx
         return train_idx, hold_idx
-    raise ValueError(f"unknown protocol {protocol.name!r}; use full, kfold or single")
+    raise ValueError(f"unknown protocol {protocol.name!r}; use full, kfold, single or tune")
 
 
 def build_cifar(cfg, device: torch.device, channels_last: bool = False, phase: str | None = None) -> DataBundle:

@@ -23,6 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from crelu.config.schema import validate_config
 from crelu.protocols.single import phase1_target
+from crelu.protocols.tuning import apply_tuned
 from crelu.results.record import RunRecord, now_iso
 from crelu.training.run import RunLock, RunResult, RunSpec, finished_run, resolve_run_dir, train, train_runs
 
@@ -104,14 +105,14 @@ def resolve_job(cfg: DictConfig) -> DictConfig:
     if job is None:
         return cfg
     cfg = cfg.copy()
-    if job == "single":
-        cfg.protocol.name, cfg.protocol.fold = "single", None
+    if job in ("single", "tune"):
+        cfg.protocol.name, cfg.protocol.fold = job, None
     elif job.startswith("fold") and job[4:].isdigit():
         cfg.protocol.name, cfg.protocol.fold = "kfold", int(job[4:])
         if cfg.protocol.fold >= cfg.protocol.folds:
             raise SkippedJob(f"protocol.job={job} but protocol.folds={cfg.protocol.folds}")
     else:
-        raise ValueError(f"protocol.job must be 'single' or 'fold<K>', got {job!r}")
+        raise ValueError(f"protocol.job must be 'single', 'tune' or 'fold<K>', got {job!r}")
     cfg.protocol.job = None
     return cfg
 
@@ -119,7 +120,7 @@ def resolve_job(cfg: DictConfig) -> DictConfig:
 def run(cfg: DictConfig) -> RunResult:
     """Run the job ``cfg`` describes under its protocol."""
     validate_config(cfg)
-    cfg = resolve_job(cfg)
+    cfg = apply_tuned(resolve_job(cfg))  # optim.lr_from: the row's learning rate picked by make tune
     if cfg.protocol.pack != 1:  # k-fold: this job trains folds fold..fold+pack-1 together (crelu.training.packed)
         if cfg.protocol.name == "kfold":
             return run_packed(cfg)

@@ -28,7 +28,9 @@ def _plain(cfg: DictConfig | dict) -> dict[str, Any]:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
 
 
-_SKIP = {"dataset": _UNHASHED_DATASET, "model": set(), "optim": set(), "schedule": set(), "train": _UNHASHED_TRAIN,
+_UNHASHED_OPTIM = {"lr_from", "lr_grid"}  # the tuning file and the search grid: the lr itself is keyed
+_SKIP = {"dataset": _UNHASHED_DATASET, "model": set(), "optim": _UNHASHED_OPTIM, "schedule": set(),
+         "train": _UNHASHED_TRAIN,
          "protocol": _UNHASHED_PROTOCOL}
 
 
