@@ -68,10 +68,26 @@ ifeq ($(strip $(DRY_RUN)),1)
 	$(PYTHON) scripts/plan_sweep.py $(T) --profile $(PROFILE_) --jobs $(JOBS) $(if $(strip $(SEEDS)),--seeds $(strip $(SEEDS)),) $(ARGS)
 else
 	$(if $(filter smoke,$(PROFILE_)),@[ -d "$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}/cifar-10-batches-py" ] && [ -d "$(SMOKE_C100)/cifar-100-python" ] || $(MAKE) --no-print-directory smoke-data,)
+	@if [ -f "$(TUNED)" ]; then echo "learning rates: picked on validation, $(TUNED)"; else \
+	    echo "learning rates: the rows' configured optim.lr (no $(TUNED); \`make tune T=$(T)\` picks them on validation as the paper did)"; fi
 	$(RUN_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(PROFILE_) protocol.job=$(JOBS) $(SEED_ARG) \
-	    hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
+	    $(if $(wildcard $(TUNED)),optim.lr_from=$(TUNED),) hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
 	$(PYTHON) -m crelu.tables $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)
 endif
+
+# Learning rates picked on the Single hold-out (never the test set): every row x dataset x optim.lr_grid value.
+# TUNED is read by the table targets above; LR_GRID=a,b,c overrides the rows' grid.
+TUNED = $(TABLES)/tuning/$(T).csv
+LR_GRID ?=
+.PHONY: tune
+tune: ## pick each row's learning rate on validation from optim.lr_grid (T=table1) -> results/[PROFILE/]tuning/T.csv
+	@[ -n "$(T)" ] || { echo "make tune: say which table, e.g. make tune T=table1"; exit 2; }
+	$(if $(filter smoke,$(PROFILE_)),@[ -d "$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}/cifar-10-batches-py" ] && [ -d "$(SMOKE_C100)/cifar-100-python" ] || $(MAKE) --no-print-directory smoke-data,)
+	@grid="$(LR_GRID)"; [ -n "$$grid" ] || grid=$$($(PYTHON) -m crelu.protocols.tuning grid $(T)) || exit 2; \
+	echo "tuning $(T) over optim.lr=$$grid on the hold-out split"; \
+	$(RUN_ENV) $(PYTHON) -m crelu.train -m table=$(T) profile=$(PROFILE_) protocol.job=tune \
+	    optim.lr=$$grid hydra/launcher=$(strip $(LAUNCHER)) $(ARGS)
+	$(PYTHON) -m crelu.protocols.tuning summarize $(T) --profile $(PROFILE_) --runs $(RUNS) --out $(TABLES)/tuning
 
 # ImageNet tables (protocol full, no folds).  PROFILE=smoke runs profile=smoke_imagenet on a tiny generated
 # ImageFolder (scripts/make_tiny_imagenet.py, written on first use) unless CRELU_IMAGENET_ROOT is set.
