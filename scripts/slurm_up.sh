@@ -69,7 +69,7 @@ else
   cat > "$CONF" <<EOF
 # Written by scripts/slurm_up.sh (crelu-repro): single-node workstation cluster. Removed by slurm_down.sh.
 ClusterName=crelu
-SlurmctldHost=$HOST
+SlurmctldHost=$HOST(127.0.0.1)
 SlurmUser=root
 SlurmdUser=root
 AuthType=auth/munge
@@ -91,7 +91,7 @@ SlurmctldPidFile=$DIR/slurmctld.pid
 SlurmdPidFile=$DIR/slurmd.pid
 SlurmctldLogFile=$DIR/log/slurmctld.log
 SlurmdLogFile=$DIR/log/slurmd.log
-NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
+NodeName=$HOST NodeAddr=127.0.0.1 CPUs=$cpus RealMemory=$mem_mb State=UNKNOWN
 PartitionName=local Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
   say "wrote $CONF (NodeName=$HOST CPUs=$cpus RealMemory=$mem_mb)"

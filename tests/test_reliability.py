@@ -16,10 +16,10 @@ import torch
 from crelu.config import compose_config
 from crelu.results.io import atomic_write_json
 from crelu.results.record import SchemaVersionError, load_record
-from crelu.training import train
 from crelu.training import run as trainer_mod
+from crelu.training import train
 from crelu.training.checkpoint import CKPT_NAME, PREV_NAME, load_latest
-from crelu.training.preemption import handled_signals, submitit_signal
+from crelu.training.preemption import PreemptionGuard, handled_signals, submitit_signal
 
 
 def _load_chaos():
@@ -225,6 +225,29 @@ def _fake_submitit_handler(calls):
 
     checkpoint_and_try_requeue.__module__ = "submitit.core.job_environment"
     return checkpoint_and_try_requeue
+
+
+def test_submitit_requeue_command_survives_slurms_sigterm(monkeypatch):
+    """SLURM SIGTERMs every process of a requeued job, the `scontrol requeue` that submitit runs included."""
+    sub, out = submitit_signal(), {}
+
+    def checkpoint_and_try_requeue(signum, frame):  # stands in for submitit's: runs a child that gets SIGTERM
+        out["child"] = subprocess.run(["sh", "-c", "kill -TERM $$; echo requeued"], capture_output=True, text=True)
+        raise SystemExit(0)
+
+    checkpoint_and_try_requeue.__module__ = "submitit.core.job_environment"
+    saved = {s: signal.getsignal(s) for s in handled_signals()}
+    for s in handled_signals():
+        signal.signal(s, checkpoint_and_try_requeue if s == sub else signal.SIG_DFL)
+    try:
+        guard = PreemptionGuard().__enter__()
+        assert guard.submitit_requeue() == (sub, checkpoint_and_try_requeue)
+        with pytest.raises(SystemExit):
+            guard.hand_over(sub)
+    finally:
+        for s, h in saved.items():
+            signal.signal(s, h)
+    assert out["child"].returncode == 0 and out["child"].stdout.strip() == "requeued"
 
 
 @pytest.mark.parametrize(("late_sigterm", "sent"), [(False, "submitit"), (True, "submitit"), (False, "SIGUSR1")])

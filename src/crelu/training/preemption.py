@@ -122,6 +122,11 @@ class PreemptionGuard:
             sig, handler = requeue
             log.warning("%s: handing over to submitit (requeue on %s)", signal.Signals(signum).name,
                         signal.Signals(sig).name)
+            # The requeue makes SLURM send SIGTERM to every process of the job, the `scontrol requeue` submitit is
+            # running included: if it lands before scontrol exits, scontrol dies and submitit reports the job as
+            # failed although SLURM requeued it (seen on a loaded 2-core node).  An ignored signal is inherited
+            # across exec, so scontrol finishes; this process exits right after anyway.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
             handler(sig, None)  # requeues and exits (SystemExit), or raises UncompletedJobError when out of tries
         elif callable(prev) and prev not in (signal.SIG_DFL, signal.SIG_IGN):
             prev(signum, None)
