@@ -52,7 +52,7 @@ class ModelConfig:
     bn_position: str = "pre_act"  # VGG only: conv->BN->act (INFERRED) or post_act: conv->act->BN
     first_padding: int | None = None  # All-CNN-B only: conv1 padding (2 for 224 crops)
     init: str = "he_normal"  # he_normal | msr_fanout | torch_default
-    init_scale: float = 1.0  # multiplies the init variance (ConvPool/All-CNN-B use 0.5, INFERRED: see models.base)
+    init_scale: float = 1.0  # multiplies the init variance (ConvPool uses 0.5, INFERRED: see models.base.init_convs_)
 
 
 @dataclass

@@ -8,7 +8,8 @@ INFERRED choices (PAPER_SPEC §2.3, §7), all knobs:
 * dropout 0.5 after conv9's activation (Springenberg; per-row rates unknown);
 * CReLU (all) gives the classifier conv12 500 filters followed by CReLU -> 1000 class maps (forced by 4.7M);
 * AVR rows keep the baseline filter counts;
-* He-normal (fan-in) init, zero biases.
+* He-normal (fan-in) init at full variance (``init_scale=1``, see :func:`crelu.models.base.init_convs_`), zero
+  biases.
 """
 
 from __future__ import annotations

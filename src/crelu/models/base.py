@@ -77,11 +77,18 @@ def conv_block(p: LayerPlan, *, batchnorm: bool = False, bn_eps: float = 1e-5,
 def init_convs_(net: PaperNet, scheme: str, scale: float = 1.0) -> None:
     """Initialise every planned conv of ``net``; the He gain follows the activation that feeds each layer.
 
-    ``scale`` multiplies the variance.  The ConvPool-CNN-C and All-CNN-B configs use 0.5 (INFERRED; the
-    paper and Springenberg et al. do not give the init, PAPER_SPEC §7 #2): without BatchNorm, the max-pools
-    (and, for CReLU/AVR, the sign-symmetric units) grow activations layer by layer, so plain He init starts
-    at a loss of 5-6 and then dies or diverges at the recipe's learning rate, which we measured on the real
-    CIFAR-10 subset (quarter width, lr 0.01-0.05); half the He variance starts at ln(10) and trains.
+    ``scale`` multiplies the variance (neither the paper nor Springenberg et al. give the init: INFERRED).
+
+    * ConvPool-CNN-C uses 0.5: without BatchNorm its two max-pools pick maxima and grow the activations, so
+      under plain He the RMS doubles across the pools and the initial loss of the CReLU row is 4.6 instead of
+      ln 10 (``scripts/init_probe.py experiment=table1/crelu``, docs/evidence/init_convpool_crelu.md); in
+      training it reached NaN within 30 steps at lr 0.01 and 0.05 on the real CIFAR-10 subset, while half the
+      He variance starts near ln 10 and trains.
+    * All-CNN-B uses plain He (1.0): it has no max-pools, and He keeps the RMS near 1.4 through all twelve
+      convs at 227 px, while half-He shrinks it 66x by conv12 and conv1's gradient 46x
+      (``scripts/init_probe.py experiment=table4/baseline dataset=imagenet --size 227``,
+      docs/evidence/init_allcnn_b.md).
+    * VGG (with BatchNorm) uses cifar.torch's MSR fan-out init at 1.0.
     """
     if scale <= 0:
         raise ValueError(f"model.init_scale must be > 0, got {scale}")

@@ -9,7 +9,8 @@ INFERRED choices (PAPER_SPEC §2.1, §7), all knobs:
 * dropout 0.2 on the input and 0.5 after each max-pool (Springenberg's rates; the paper tuned per row, values
   unknown);
 * CReLU/AVR rows put the activation on conv1..conv8, never on the classifier conv9 (forced by the counts);
-* He-normal (fan-in) init, zero biases.
+* He-normal (fan-in) init at half the variance (``init_scale=0.5``: the max-pools grow activations under plain
+  He, see :func:`crelu.models.base.init_convs_`), zero biases.
 """
 
 from __future__ import annotations
