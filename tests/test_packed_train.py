@@ -197,3 +197,33 @@ def test_packed_folds_survive_a_mid_epoch_sigkill(fake_cifar10, tiny_overrides, 
         assert b.status == "finished" and b.data["resumes"][0]["epoch"] == killed_at[0]
         assert _strip(a.epochs) == _strip(b.epochs) and a.final == b.final
         assert torch.equal(torch.load(ref_dir / "test_logits.pt")["logits"], torch.load(d / "test_logits.pt")["logits"])
+
+
+def test_a_pack_killed_between_its_members_checkpoints_resumes_as_one(fake_cifar10, tiny_overrides, tmp_path,
+                                                                      monkeypatch):
+    over = [o for o in _over(tiny_overrides, fake_cifar10, "experiment=table1/crelu")
+            if not o.startswith("train.max_steps_per_epoch")]
+    over += ["train.max_steps_per_epoch=6", "train.checkpoint_every_steps=2"]
+    ref = train_packed(_cfgs(over, tmp_path / "ref", folds=(0, 1)))
+    real, calls = run_mod.save_checkpoint, {"n": 0}
+
+    def dies_after_member_0(run_dir, state):  # the 5th save is member 0's: member 1 is left one checkpoint behind
+        calls["n"] += 1
+        real(run_dir, state)
+        if calls["n"] == 5:
+            raise KeyboardInterrupt("killed between the members' checkpoint writes")
+
+    monkeypatch.setattr(run_mod, "save_checkpoint", dies_after_member_0)
+    cfgs = _cfgs(over, tmp_path / "k", folds=(0, 1))
+    with pytest.raises(KeyboardInterrupt):
+        train_packed(cfgs)
+    monkeypatch.setattr(run_mod, "save_checkpoint", real)
+    dirs = [resolve_run_dir(c)[0] for c in cfgs]
+    pos = [(s["epoch"], (s.get("mid_epoch") or {}).get("progress", {}).get("step")) for s in map(load_latest, dirs)]
+    assert pos[0] != pos[1]  # one checkpoint apart
+    res = train_packed(cfgs)
+    assert all("packed" in r.record["env"] for r in res)  # trained as a pack again, not one after another
+    for a, b in zip(ref, res):
+        assert _strip(a.record["epochs"]) == _strip(b.record["epochs"])
+        assert torch.equal(torch.load(a.run_dir / "test_logits.pt")["logits"],
+                           torch.load(b.run_dir / "test_logits.pt")["logits"])

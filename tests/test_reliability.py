@@ -211,10 +211,10 @@ def test_wandb_runs_are_named_grouped_and_tagged_from_the_run_identity(monkeypat
     meta = {**run_meta(cfg), "phase": None}
     logger = make_logger(cfg.logger, meta, run_key(cfg), {})
     logger.finish(0)
-    assert seen["group"] == "table1/crelu_half/cifar100" and seen["job_type"] == "kfold"
+    assert seen["group"] == "paper/table1/crelu_half/cifar100" and seen["job_type"] == "kfold"  # profile first
     assert {"table1", "crelu_half", "cifar100", "kfold", "fold7"} <= set(seen["tags"])
     assert seen["mode"] == "offline" and seen["resume"] == "allow" and seen["project"] == "crelu-repro"
-    assert seen["id"] == make_logger.__globals__["hashlib"].sha1(run_key(cfg).encode()).hexdigest()[:16]
+    assert len(seen["id"]) == 16  # per run directory and attempt: tests/test_wandb.py checks uniqueness
     assert seen["exit_code"] == 0
 
 

@@ -63,3 +63,14 @@ def test_tune_runs_pick_on_the_hold_out_and_the_table_job_trains_at_the_pick(fak
     assert res.record["config"]["optim"]["lr_from"] == str(out / "table1.csv")
     with pytest.raises(ConfigError, match="no picked learning rate for table1/crelu on cifar10"):
         apply_tuned(compose_config([*job, "experiment=table1/crelu"]))
+
+
+def test_the_hydra_objective_is_the_validation_error_never_the_test_error(fake_cifar10, tiny_overrides):
+    from crelu.train import hydra_main
+
+    base = ["experiment=table1/baseline", f"dataset.root={fake_cifar10}", *tiny_overrides]
+    fold = compose_config([*base, "protocol=kfold", "protocol.fold=0", "protocol.folds=3"])
+    value = hydra_main(fold)  # a DictConfig argument calls the task function directly
+    rec = run(fold)  # skipped: the finished record
+    assert rec.skipped and value == rec.final["val_error"] != rec.final["test_error"]
+    assert hydra_main(compose_config(base)) is None  # protocol=full has no validation split

@@ -170,11 +170,15 @@ def hydra_main(cfg: DictConfig) -> float | None:
         return None
     status = "skipped (already finished)" if result.skipped else result.status
     err = result.final.get("test_error")
-    log.info("%s: %s, test error %s", result.run_dir, status, f"{err:.2f}%" if err is not None else "n/a")
+    n_test = result.final.get("test_images")
+    on = f" on {n_test} test images (dataset.test_subset)" if n_test and cfg.dataset.test_subset else ""
+    log.info("%s: %s, test error %s%s", result.run_dir, status, f"{err:.2f}%" if err is not None else "n/a", on)
     report_outcome("skipped" if result.skipped else ("finished" if result.status == "finished" else "failed"),
                    run_dir=result.run_dir, test_error=err,
                    reason=None if result.status == "finished" else f"run ended with status {result.status}")
-    return err
+    # The Hydra objective (what an optimising sweeper minimises) is the VALIDATION error: never tune on the test
+    # set.  Runs without a validation split (protocol=full) return None.
+    return result.final.get("val_error")
 
 
 def main() -> None:

@@ -80,6 +80,20 @@ def load_latest(run_dir: str | os.PathLike, map_location: str | torch.device = "
     return None
 
 
+def load_previous(run_dir: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+    """``checkpoint.prev.pt`` of ``run_dir`` (the checkpoint before the latest), or None if absent or unreadable.
+
+    Packed folds write their checkpoints one member after another; a kill in between leaves the members one
+    checkpoint apart, and the members ahead step back to this one so the pack resumes together.
+    """
+    path = Path(run_dir) / PREV_NAME
+    try:
+        return _read(path, map_location) if path.exists() else None
+    except Exception as e:  # corrupt or foreign: the caller falls back to training the members one by one
+        log.warning("previous checkpoint %s unusable: %s", path, e)
+        return None
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Rebuild the trained network of a run directory or checkpoint file: returns ``(model, config)``.
 

@@ -50,7 +50,7 @@ from crelu.results.record import LOGITS_NAME, RecordError, RunRecord, SchemaVers
 from crelu.results.runkey import run_key, run_meta
 from crelu.training import distributed as ddp
 from crelu.training import environment as env
-from crelu.training.checkpoint import CKPT_NAME, load_latest, save_checkpoint
+from crelu.training.checkpoint import CKPT_NAME, load_latest, load_previous, save_checkpoint
 from crelu.training.engine import DivergedError, EpochProgress, EpochStats, ModelStep, evaluate, train_epoch
 from crelu.training.loggers import make_logger
 from crelu.training.optim import build_optimizer, lr_at, set_lr
@@ -231,6 +231,8 @@ def train_runs(specs: Sequence[RunSpec | DictConfig]) -> list[RunResult]:
         raise ValueError("protocol.pack > 1 is a single-process feature; use protocol.pack=1 under DDP")
     results: list[RunResult | None] = [None] * len(specs)
     members = []
+    c0 = specs[0].cfg  # an impossible architecture is one clear error before any data is read
+    check_input_size(build_model(c0.model, c0.dataset.num_classes), c0.dataset.image_size, c0.dataset.name)
     for i, spec in enumerate(specs):
         run_dir, key = resolve_run_dir(spec.cfg)
         run_dir = spec.run_dir or run_dir
@@ -268,6 +270,8 @@ def _train_members(members: list[_Member]) -> list[RunResult]:
     device = ddp.local_device(env.select_device(c0.train.device))
     for m in members:
         m.state = load_latest(m.run_dir, map_location=device) if m.cfg.train.checkpoint else None
+    if len(members) > 1 and len({m.position() for m in members}) > 1:
+        _align_pack(members, device)
     if len(members) > 1 and len({m.position() for m in members}) > 1:
         log.warning("checkpoints of %s are at different points (epoch, step): training them one after another",
                     [str(m.run_dir) for m in members])
@@ -361,6 +365,23 @@ def _train_members(members: list[_Member]) -> list[RunResult]:
         m.logger.finish(0)
         out.append(RunResult(m.run_dir, "finished", final, resumed_from_epoch=start, record=m.record.data))
     return out
+
+
+def _align_pack(members: list[_Member], device) -> None:
+    """Members of a pack killed between their checkpoint writes are one checkpoint apart: step the ones ahead
+    back to their previous checkpoint when it is where the others are, so the pack resumes as one."""
+    def order(pos: tuple[int, int | None]) -> tuple[int, int]:
+        return (pos[0], pos[1] or 0)
+
+    behind = min((m.position() for m in members), key=order)
+    for m in members:
+        if order(m.position()) != order(behind):
+            prev = load_previous(m.run_dir, map_location=device)
+            if prev is not None:
+                back = _Member(m.index, m.spec, m.run_dir, m.key, state=prev)
+                if order(back.position()) == order(behind):
+                    log.info("%s: one checkpoint ahead of its pack; resuming from checkpoint.prev.pt", m.run_dir)
+                    m.state = prev
 
 
 def _check_steps(cfg: DictConfig, data) -> None:
