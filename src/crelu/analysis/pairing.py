@@ -93,16 +93,22 @@ def layer_pairings(
     The random baseline of layer number ``i`` is seeded with ``seed + i`` so it is reproducible per layer.
     """
     convs = conv_layers(model)
-    wanted = range(1, len(convs) + 1) if layers is None else layers
+    return [lp for _, lp in _pair_layers(convs, layers, seed, "conv{i} does not exist: the model has {n} conv layers")]
+
+
+def _pair_layers(convs: list, layers: Sequence[int] | None, seed: int, missing: str
+                 ) -> list[tuple[nn.Conv2d, LayerPairing]]:
+    """µ^w and µ^r of ``convs[i - 1]`` for each 1-based ``i`` in ``layers`` (default all); baseline seeded ``seed + i``.
+    """
     out = []
-    for i in wanted:
+    for i in range(1, len(convs) + 1) if layers is None else layers:
         if not 1 <= i <= len(convs):
-            raise ValueError(f"conv{i} does not exist: the model has {len(convs)} conv layers")
+            raise ValueError(missing.format(i=i, n=len(convs)))
         name, conv = convs[i - 1]
         w = conv.weight
         mu_w, partner = pairing(w)
         dim = w[0].numel()
-        out.append(LayerPairing(name, w.shape[0], dim, mu_w, random_mu(w.shape[0], dim, seed + i), partner))
+        out.append((conv, LayerPairing(name, w.shape[0], dim, mu_w, random_mu(w.shape[0], dim, seed + i), partner)))
     return out
 
 
@@ -118,17 +124,7 @@ def module_pairings(
     convs = [(n, m) for n, m in model.named_modules() if isinstance(m, nn.Conv2d) and m.out_channels >= 2]
     if not convs:
         raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer with 2 or more filters")
-    wanted = range(1, len(convs) + 1) if layers is None else layers
-    out = []
-    for i in wanted:
-        if not 1 <= i <= len(convs):
-            raise ValueError(f"conv layer {i} does not exist: the model has {len(convs)}")
-        name, conv = convs[i - 1]
-        w = conv.weight
-        mu_w, partner = pairing(w)
-        dim = w[0].numel()
-        out.append((conv, LayerPairing(name, w.shape[0], dim, mu_w, random_mu(w.shape[0], dim, seed + i), partner)))
-    return out
+    return _pair_layers(convs, layers, seed, "conv layer {i} does not exist: the model has {n}")
 
 
 def load_alexnet(path: str | os.PathLike) -> nn.Module:
