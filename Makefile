@@ -23,7 +23,7 @@ SMOKE_C100 = $${CRELU_CIFAR100_ROOT:-$${CRELU_DATA_ROOT:-$(SMOKE_DATA)}}
 SMOKE_ENV = CRELU_DATA_ROOT=$${CRELU_DATA_ROOT:-$(SMOKE_DATA)} CRELU_CIFAR100_ROOT=$(SMOKE_C100)
 RUN_ENV  = $(if $(filter smoke,$(PROFILE_)),$(SMOKE_ENV),)
 
-.PHONY: help install venv test test-fast lint format params table1 table2 table4 table5 tables smoke-data \
+.PHONY: help install venv test test-slow test-all lint format params table1 table2 table4 table5 tables smoke-data \
         figures stress clean _imagenet_table report
 
 help: ## list every target
@@ -38,12 +38,14 @@ install: ## install the package, pinned torch/torchvision and dev tools into the
 venv: ## create .venv (later targets use it automatically); then run `make install`
 	python3 -m venv .venv
 
-test: ## run the whole test suite and the linter (CPU, a few minutes)
-	$(PYTHON) -m pytest -q
+test: ## the test suite without the slow end-to-end tests, and the linter (CPU, under 5 min on 2 idle cores)
+	$(PYTHON) -m pytest -q -m "not slow and not slurm"
 	$(PYTHON) -m ruff check src tests scripts benchmarks
 
-test-fast: ## the test suite without the end-to-end table tests
-	$(PYTHON) -m pytest -q -m "not slow"
+test-slow: ## the slow end-to-end tests: real kills, sweeps, report in a browser, real data (CPU, CI runs them)
+	$(PYTHON) -m pytest -q -m "slow and not slurm"
+
+test-all: test test-slow ## everything CI runs except the SLURM cluster tests (make slurm-up && make test-slurm)
 
 lint: ## ruff
 	$(PYTHON) -m ruff check src tests scripts benchmarks

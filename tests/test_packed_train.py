@@ -205,22 +205,28 @@ def test_a_pack_killed_between_its_members_checkpoints_resumes_as_one(fake_cifar
             if not o.startswith("train.max_steps_per_epoch")]
     over += ["train.max_steps_per_epoch=6", "train.checkpoint_every_steps=2"]
     ref = train_packed(_cfgs(over, tmp_path / "ref", folds=(0, 1)))
-    real, calls = run_mod.save_checkpoint, {"n": 0}
+    real = run_mod.save_checkpoint
 
-    def dies_after_member_0(run_dir, state):  # the 5th save is member 0's: member 1 is left one checkpoint behind
-        calls["n"] += 1
-        real(run_dir, state)
-        if calls["n"] == 5:
-            raise KeyboardInterrupt("killed between the members' checkpoint writes")
+    def dies_after_save(n):  # the n-th save of a launch is member 0's when n is odd: member 1 is left behind
+        calls = {"n": 0}
 
-    monkeypatch.setattr(run_mod, "save_checkpoint", dies_after_member_0)
+        def save(run_dir, state):
+            calls["n"] += 1
+            real(run_dir, state)
+            if calls["n"] == n:
+                raise KeyboardInterrupt("killed between the members' checkpoint writes")
+        return save
+
     cfgs = _cfgs(over, tmp_path / "k", folds=(0, 1))
-    with pytest.raises(KeyboardInterrupt):
-        train_packed(cfgs)
-    monkeypatch.setattr(run_mod, "save_checkpoint", real)
     dirs = [resolve_run_dir(c)[0] for c in cfgs]
-    pos = [(s["epoch"], (s.get("mid_epoch") or {}).get("progress", {}).get("step")) for s in map(load_latest, dirs)]
-    assert pos[0] != pos[1]  # one checkpoint apart
+    for n in (5, 1):  # the second kill lands right after the resumed pack's first write
+        monkeypatch.setattr(run_mod, "save_checkpoint", dies_after_save(n))
+        with pytest.raises(KeyboardInterrupt):
+            train_packed(cfgs)
+        pos = [(s["epoch"], (s.get("mid_epoch") or {}).get("progress", {}).get("step"))
+               for s in map(load_latest, dirs)]
+        assert pos[0] != pos[1]  # one checkpoint apart
+    monkeypatch.setattr(run_mod, "save_checkpoint", real)
     res = train_packed(cfgs)
     assert all("packed" in r.record["env"] for r in res)  # trained as a pack again, not one after another
     for a, b in zip(ref, res):

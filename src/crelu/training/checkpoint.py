@@ -94,6 +94,15 @@ def load_previous(run_dir: str | os.PathLike, map_location: str | torch.device =
         return None
 
 
+def discard_latest(run_dir: str | os.PathLike) -> None:
+    """Make ``checkpoint.prev.pt`` the latest checkpoint again (the latest one is dropped).
+
+    Used when a packed member steps back to its previous checkpoint: on disk too, so its next write moves the
+    checkpoint it resumed from (not the discarded one) to ``checkpoint.prev.pt``.
+    """
+    os.replace(Path(run_dir) / PREV_NAME, Path(run_dir) / CKPT_NAME)
+
+
 def load_model(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
     """Rebuild the trained network of a run directory or checkpoint file: returns ``(model, config)``.
 

@@ -50,7 +50,7 @@ from crelu.results.record import LOGITS_NAME, RecordError, RunRecord, SchemaVers
 from crelu.results.runkey import run_key, run_meta
 from crelu.training import distributed as ddp
 from crelu.training import environment as env
-from crelu.training.checkpoint import CKPT_NAME, load_latest, load_previous, save_checkpoint
+from crelu.training.checkpoint import CKPT_NAME, discard_latest, load_latest, load_previous, save_checkpoint
 from crelu.training.engine import DivergedError, EpochProgress, EpochStats, ModelStep, evaluate, train_epoch
 from crelu.training.loggers import make_logger
 from crelu.training.optim import build_optimizer, lr_at, set_lr
@@ -381,6 +381,7 @@ def _align_pack(members: list[_Member], device) -> None:
                 back = _Member(m.index, m.spec, m.run_dir, m.key, state=prev)
                 if order(back.position()) == order(behind):
                     log.info("%s: one checkpoint ahead of its pack; resuming from checkpoint.prev.pt", m.run_dir)
+                    discard_latest(m.run_dir)  # on disk as well: the next write keeps this one as .prev
                     m.state = prev
 
 
