@@ -77,9 +77,11 @@ def test_single_phases_are_two_readable_wandb_runs(fake_cifar10, tiny_overrides,
             "fold": None, "seed": 0, "lr": 0.05}
         assert r["config"]["phase"] == phase
         assert r["config"]["config"]["model"] == rec.data["config"]["model"]  # the full config, nested
-        assert r["id"] == wandb_id(res.run_dir / phase, rec.data["started_at"])
+        assert r["id"] == wandb_id(res.run_dir / phase, rec.data["started_at"]) == rec.data["wandb"]["id"]
+        assert rec.data["wandb"]["name"] == r["name"] and rec.data["wandb"]["group"] == r["group"]
         assert [h["_step"] for h in r["history"]] == list(range(1, len(rec.epochs) + 1))
         _assert_summary_is_final(r["summary"], rec.final)
+    assert load_record(res.run_dir).data["wandb"]["id"] == by_name["table1 crelu cifar10 single phase2 seed 0"]["id"]
 
 
 @pytest.mark.slow

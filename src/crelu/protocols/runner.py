@@ -79,7 +79,8 @@ def _run_single(cfg: DictConfig, top, key: str) -> RunResult:
         "git": p2.record.get("git"), "params": p2.record.get("params"), "env": p2.record.get("env"),
         "started_at": p1.record.get("started_at"), "finished_at": now_iso(),
         "wall_time_s": p1.record.get("wall_time_s", 0.0) + p2.record.get("wall_time_s", 0.0),
-        "data": p2.record.get("data"), "epochs": [],
+        "data": p2.record.get("data"), "seeds": {"phase1": p1.record.get("seeds"), "phase2": p2.record.get("seeds")},
+        "wandb": p2.record.get("wandb"), "epochs": [],
         "final": p2.final,
         "protocol": {
             "L_star": l_star, "stop_point": cfg.protocol.stop_point, "reached": reached,

@@ -52,7 +52,7 @@ from crelu.training import distributed as ddp
 from crelu.training import environment as env
 from crelu.training.checkpoint import CKPT_NAME, discard_latest, load_latest, load_previous, save_checkpoint
 from crelu.training.engine import DivergedError, EpochProgress, EpochStats, ModelStep, evaluate, train_epoch
-from crelu.training.loggers import make_logger
+from crelu.training.loggers import make_logger, run_group, run_name
 from crelu.training.optim import build_optimizer, lr_at, set_lr
 from crelu.training.packed import PackedStep, check_packable, pack_seed
 from crelu.training.preemption import Preempted, PreemptionGuard
@@ -336,6 +336,10 @@ def _train_members(members: list[_Member]) -> list[RunResult]:
         m.record.save()
         m.logger = make_logger(m.cfg.logger if ddp.is_main() else ddp.NO_LOGGER, m.record.meta, m.key,
                                m.record.data["config"], run_dir=m.run_dir, attempt=m.record.data["started_at"])
+        if getattr(m.logger, "id", None):  # the record names its wandb run (the report links cells to it)
+            m.record.data["wandb"] = {"id": m.logger.id, "group": run_group(m.record.meta),
+                                      "name": run_name(m.record.meta), "mode": m.logger.mode}
+            m.record.save()
     start = members[0].position()[0]
     if members[0].position()[1] is not None:  # mid-epoch: redraw the epoch's order from its start state
         parts = []
