@@ -2,7 +2,7 @@
 
 A misspelt key (``optim.lrr=0.1``), a wrong type (``train.batch_size=abc``) or an unknown group option fails
 inside Hydra's compose, before any data is loaded or any model built.  Defaults here are the ConvPool-CNN-C /
-CIFAR-10 recipe of PAPER_SPEC §3.1; the YAML files under ``configs/`` set each family's recipe.
+CIFAR-10 recipe of docs/recipes.md; the YAML files under ``configs/`` set each family's recipe.
 """
 
 from __future__ import annotations

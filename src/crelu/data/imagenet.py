@@ -14,7 +14,7 @@ class folders with one shell line, run in ROOT next to the devkit tarball::
     print(*i.load_meta_file('.')[1], sep='\\n')" > val_wnids.txt && paste -d' ' <(ls val/*.JPEG | sort) \\
     val_wnids.txt | while read f w; do mkdir -p val/$w && mv "$f" val/$w/; done
 
-Pipeline (PAPER_SPEC §3.3, §4.4; [BASE-RECALL: Krizhevsky et al. 2012]):
+Pipeline (docs/recipes.md; [BASE-RECALL: Krizhevsky et al. 2012]):
 
 * every image: shorter side resized to ``dataset.resize`` (bilinear, antialiased), then the central
   ``resize x resize`` square (AlexNet's 256x256);

@@ -1,13 +1,13 @@
 """Build the data of one run from its config: which examples train, which validate, which test.
 
-The protocol decides the split of the official training set (PAPER_SPEC §4):
+The protocol decides the split of the official training set (docs/recipes.md):
 
 * ``full``   : train on the whole training set (``dataset.train_subset`` images for smoke runs);
 * ``kfold``  : train on all folds but ``protocol.fold``, validate on that fold (stratified, ``split_seed``);
 * ``single`` : phase 1 trains on the training set minus a stratified ``protocol.holdout`` and validates on it;
   phase 2 trains on everything and monitors the same hold-out (now part of its training set).
 
-Normalisation statistics (per channel, INFERRED granularity, PAPER_SPEC §7 #4) come from the images the run
+Normalisation statistics (per channel, INFERRED granularity, docs/recipes.md) come from the images the run
 trains on.  Only CIFAR lives here; ImageNet has its own loader module.
 """
 

@@ -5,7 +5,7 @@ Every function takes the label vector and an explicit seed and draws only from a
 ``numpy``'s global RNG, the training seed, or the order of other calls.  Returned index arrays are sorted
 ``int64``.
 
-Sources (PAPER_SPEC §4.1, §4.2, §7 rows 6-7):
+Sources (docs/recipes.md):
 
 * The paper splits the 50k CIFAR training images into 10 folds of 5k [PAPER]; *how* is not stated.
   INFERRED: a class-stratified random partition with a fixed ``split_seed`` independent of the training seed.
@@ -86,7 +86,7 @@ def kfold_indices(labels, n_folds: int, fold: int, split_seed: int) -> tuple[np.
 def holdout_split(
     labels, holdout: int, split_seed: int, method: str = "stratified"
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(train_idx, holdout_idx)`` for the Single protocol's phase 1 (PAPER_SPEC §4.1).
+    """``(train_idx, holdout_idx)`` for the Single protocol's phase 1 (docs/recipes.md).
 
     * ``method="stratified"`` (INFERRED default): each class contributes ``holdout * n_c / N`` examples
       (largest-remainder rounding, so exactly ``holdout`` in total), drawn at random with ``split_seed``.

@@ -1,4 +1,4 @@
-"""Centre-crop and 10-patch evaluation (PAPER_SPEC §4.4, [BASE-RECALL: Krizhevsky et al. 2012]).
+"""Centre-crop and 10-patch evaluation (docs/recipes.md, [BASE-RECALL: Krizhevsky et al. 2012]).
 
 * **Centre crop**: the central ``size x size`` patch of the (already resized) validation image.
 * **10 patches (†)**: the four corner patches and the centre patch, plus their horizontal mirrors; the softmax

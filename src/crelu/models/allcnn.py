@@ -1,9 +1,9 @@
 """All-CNN-B (Springenberg et al. 2014, ImageNet model), the Tables 4/5 family.
 
-Layer list per PAPER_SPEC §2.3 ([BASE-RECALL: Springenberg appendix]); it reproduces the paper's 9.4M (9.37M) and
+Layer list per docs/recipes.md ([BASE-RECALL: Springenberg appendix]); it reproduces the paper's 9.4M (9.37M) and
 the CReLU rows' 8.6M / 10.1M / 4.7M to within 0.5%, which confirms the list and the halving rules.
 
-INFERRED choices (PAPER_SPEC §2.3, §7), all knobs:
+INFERRED choices (docs/recipes.md), all knobs:
 * 227x227 input with conv1 unpadded (or ``first_padding=2`` with 224 crops), so maps go 55 -> 27 -> 13 -> 6;
 * dropout 0.5 after conv9's activation (Springenberg; per-row rates unknown);
 * CReLU (all) gives the classifier conv12 500 filters followed by CReLU -> 1000 class maps (forced by 4.7M);

@@ -103,7 +103,7 @@ def init_conv_(conv: nn.Conv2d, scheme: str, gain: float = 2.0) -> None:
     """Initialise a conv layer in place; biases to zero.
 
     * ``he_normal``: N(0, sqrt(gain / fan_in)) (He et al. 2015, fan-in; INFERRED for ConvPool-CNN-C and
-      All-CNN-B, PAPER_SPEC §7 #2-3).  ``gain`` is 2 after ReLU/CReLU and 1 after |x|
+      All-CNN-B, docs/recipes.md).  ``gain`` is 2 after ReLU/CReLU and 1 after |x|
       (:func:`crelu.nn.activation_fan_in_gain`), so AVR stacks do not blow up at initialisation.
     * ``msr_fanout``: N(0, sqrt(2 / (k*k*F_out))), cifar.torch's "MSR" init (fan-out).
     * ``torch_default``: leave PyTorch's default.

@@ -1,10 +1,10 @@
 """ConvPool-CNN-C (Springenberg et al. 2014), the Table 1 family.
 
-Layer list per PAPER_SPEC §2.1 ([BASE-RECALL: Springenberg Table 2]; parameter count 1.370M vs the paper's 1.4M):
+Layer list per docs/recipes.md ([BASE-RECALL: Springenberg Table 2]; parameter count 1.370M vs the paper's 1.4M):
 conv1-3 3x3/96, maxpool 3/2, conv4-6 3x3/192, maxpool 3/2, conv7 3x3/192 (unpadded -> 6x6), conv8 1x1/192,
 conv9 1x1/#classes (the classifier conv, ReLU as in Springenberg), global average pool.
 
-INFERRED choices (PAPER_SPEC §2.1, §7), all knobs:
+INFERRED choices (docs/recipes.md), all knobs:
 * max-pool 3/2 with ``ceil_mode=True`` (Caffe rounding) so 32 -> 16 -> 8;
 * dropout 0.2 on the input and 0.5 after each max-pool (Springenberg's rates; the paper tuned per row, values
   unknown);

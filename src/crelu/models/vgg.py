@@ -1,6 +1,6 @@
 """VGG with BatchNorm and dropout from ``szagoruyko/cifar.torch`` (``models/vgg_bn_drop.lua``), the Table 2 family.
 
-Layer list per PAPER_SPEC §2.2 ([BASE-CODE]): 13 ConvBNReLU blocks (3x3, pad 1, BN eps 1e-3) with 2x2 max-pools
+Layer list per docs/recipes.md ([BASE-CODE]): 13 ConvBNReLU blocks (3x3, pad 1, BN eps 1e-3) with 2x2 max-pools
 after conv2, 4, 7, 10, 13; dropout 0.3 after conv1 and 0.4 after conv3, 5, 6, 8, 9, 11, 12; classifier
 Dropout(0.5) -> Linear(512, 512) -> BN1d -> ReLU -> Dropout(0.5) -> Linear(512, #classes).  Conv init is
 cifar.torch's MSR fan-out normal, Linear layers keep the default (= Torch7's U(+-1/sqrt(fan_in))).

@@ -4,7 +4,7 @@
 * ``crelu`` : Concatenated ReLU, Definition 2.1 of Shang et al. (2016):
   ``cat([relu(x), relu(-x)], dim=1)``.  The concatenation axis is the channel axis, so a conv layer with F
   filters followed by CReLU emits 2F channels.  Channel order (positive phase first, channel ``F+i`` is the
-  negative phase of filter ``i``) is INFERRED (PAPER_SPEC §1.1): it is the convention of every implementation
+  negative phase of filter ``i``) is INFERRED (docs/recipes.md): it is the convention of every implementation
   seen and Table 6 needs a fixed order.
 * ``avr``   : absolute value rectification |x| (Jarrett et al. 2009), channel count unchanged.
 
@@ -110,7 +110,7 @@ class ReLU(nn.Module):
 
 @register_activation("crelu", channel_factor=2)
 class CReLU(nn.Module):
-    """Concatenated ReLU: ``cat([relu(x), relu(-x)], dim)`` (positive phase first; order INFERRED, §1.1).
+    """Concatenated ReLU: ``cat([relu(x), relu(-x)], dim)`` (positive phase first; order INFERRED, docs/recipes.md).
 
     Works for any tensor with a channel axis ``dim`` (default 1, NCHW or NC).  Has no parameters.
     """

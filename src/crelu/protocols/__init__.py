@@ -1,4 +1,4 @@
-"""Evaluation protocols of the paper: Single, 10-fold Average, Vote (PAPER_SPEC §4).
+"""Evaluation protocols of the paper: Single, 10-fold Average, Vote (docs/recipes.md).
 
 ``folds``     (re-exported from :mod:`crelu.data.splits`) 10-fold partitions, the Single hold-out, subsets
 ``ensemble``  Average ± SE over fold networks and the Vote ensemble error from saved test logits

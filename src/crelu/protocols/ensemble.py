@@ -1,4 +1,4 @@
-"""The 10-fold "Average" and "Vote" numbers of Tables 1 and 2 (PAPER_SPEC §4.2, §4.3).
+"""The 10-fold "Average" and "Vote" numbers of Tables 1 and 2 (docs/recipes.md).
 
 * **Average** = mean test error of the fold networks ± standard error.  The paper does not state the ddof
   of the standard deviation; INFERRED ddof = 1 (``se``), with the ddof = 0 value kept as ``se_ddof0``.

@@ -1,6 +1,6 @@
 """Run one job of a protocol: a plain/fold run is one ``train``; the Single protocol is two, in one job.
 
-Single (PAPER_SPEC §4.1, INFERRED details follow Goodfellow et al. 2013's maxout code):
+Single (docs/recipes.md, INFERRED details follow Goodfellow et al. 2013's maxout code):
 
 1. phase 1 trains on the training set minus the stratified hold-out (``protocol.holdout``) and records
    L* = eval-mode mean cross-entropy on its own training subset at the stopping point (``protocol.stop_point``:

@@ -1,9 +1,9 @@
-"""The math of the "Single" protocol of Tables 1 and 2 (PAPER_SPEC §4.1); the orchestration lives elsewhere.
+"""The math of the "Single" protocol of Tables 1 and 2 (docs/recipes.md); the orchestration lives elsewhere.
 
 [PAPER]: hold out part of the training set for an initial run, then retrain from scratch on the whole training
 set until the loss on the held-out part reaches the same value (Goodfellow et al. 2013, maxout).
 
-Concretely (details INFERRED from the maxout code, PAPER_SPEC §4.1 and §7 row 6):
+Concretely (details INFERRED from the maxout code, docs/recipes.md):
 
 1. Phase 1 trains on the training subset (40k of 50k).  Its stopping point is the end of the schedule
    (``stop_point="end"``) or the epoch with the best held-out error (``"best_val"``), a knob.

@@ -5,13 +5,13 @@ number comes from (run.json schema in :mod:`crelu.results.record`):
 
 * Single train / test (Tables 1, 2): the top-level Single record of each shown seed; test =
   ``final.test_error``, train = ``protocol.train_error_full`` (eval-mode error on the whole training set); †
-  when ``protocol.reached`` is False (the held-out loss never reached L*, PAPER_SPEC §4.1).
+  when ``protocol.reached`` is False (the held-out loss never reached L*, docs/recipes.md).
 * Average (Tables 1, 2): per seed, :func:`crelu.protocols.average` of ``final.test_error`` over that seed's
   fold records.  One seed: the mean ± the fold SE (ddof 1), as the paper prints it; its 95% interval is
   mean ± t(0.975, k-1)·SE over the k folds.  Several seeds: the mean of the seed-level Averages ± the 95%
   t-interval over seeds.
 * Vote (Tables 1, 2): per seed, :func:`crelu.protocols.vote_error` over that seed's folds' ``test_logits.pt``;
-  probability averaging is the number shown (INFERRED, PAPER_SPEC §4.3), the majority vote is kept in the CSV
+  probability averaging is the number shown (INFERRED, docs/recipes.md), the majority vote is kept in the CSV
   as ``vote_majority``.  Several seeds: mean ± 95% t-interval over seeds (one seed has no interval).
 * Tables 4, 5: ``final.top1_center`` / ``top5_center`` / ``top1_10patch`` / ``top5_10patch`` of the ImageNet
   ``protocol == "full"`` record of each seed (mean ± 95% t-interval over seeds when several).

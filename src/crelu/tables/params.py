@@ -1,11 +1,11 @@
-"""Parameter counts of every paper model against the paper's (PAPER_SPEC §2.4).
+"""Parameter counts of every paper model against the paper's (docs/recipes.md).
 
 Every row of :data:`crelu.tables.rows.ROWS` is built with :func:`crelu.models.build_model` for each of its
 datasets (10 / 100 / 1000 classes) and counted with ``PaperNet.num_parameters()`` (weights, biases, BN
 affine).
 The paper's counts come from ``results/paper_params.csv`` (Table 1 and Table 5 only; empty elsewhere).
 
-Acceptance (PAPER_SPEC §2.4): |ours − paper| / paper ≤ 3% for Table 1 rows, ≤ 0.6% for Table 5 rows; or, for
+Acceptance (docs/recipes.md): |ours − paper| / paper ≤ 3% for Table 1 rows, ≤ 0.6% for Table 5 rows; or, for
 Table 1, the exact ratios crelu/baseline ∈ [1.99, 2.01], double/baseline ∈ [3.98, 4.00],
 crelu_half/baseline ∈ [0.49, 0.51].  The paper prints Table 1 as nominal multiples of 1.4M, so the ratios are
 the sharper check there.
@@ -83,7 +83,7 @@ def params_markdown(df: pd.DataFrame) -> str:
         "",
         "* Counts include biases and BatchNorm affine parameters (PaperNet.num_parameters()).",
         "* Table 1 prints nominal multiples of 1.4M (2.8M = 2 × 1.4M, 5.6M = 4 × 1.4M); compare ratios there "
-        "(PAPER_SPEC §2.4).",
+        "(docs/recipes.md).",
         "* The paper reports no counts for Table 2 or for the Table 4 rows outside Table 5.",
         "",
     ]

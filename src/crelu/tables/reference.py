@@ -1,6 +1,6 @@
 """The paper's own numbers, read from data files (never typed into code).
 
-* ``results/paper_reference.csv``: PAPER_SPEC Appendix B copied verbatim (Tables 1, 2, 4; columns
+* ``results/paper_reference.csv``: the paper's published numbers, copied verbatim (Tables 1, 2, 4; columns
   ``table,dataset,model,metric,value,stderr``; errors in percent) plus the rows of Table 5 (``table`` = 5; its
   parameter counts as metric ``params_m``, in millions, and the rows of the other papers it compares with).
 * ``results/paper_params.csv``: the paper's parameter counts as integers (``table,row,dataset,paper_params,

@@ -1,7 +1,7 @@
 """Render a built :class:`~crelu.tables.build.Table` as Markdown (GitHub) and LaTeX (booktabs), no templating.
 
 Layout: one block per dataset; per metric three columns ``ours | paper | Δ``; notes below the table.
-Errors are printed with 2 decimals as in the paper (PAPER_SPEC §4.5), parameter counts in millions.
+Errors are printed with 2 decimals as in the paper (docs/recipes.md), parameter counts in millions.
 """
 
 from __future__ import annotations

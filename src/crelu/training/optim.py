@@ -1,4 +1,4 @@
-"""Optimiser and learning-rate schedules of PAPER_SPEC §3, as pure functions of the epoch.
+"""Optimiser and learning-rate schedules of docs/recipes.md, as pure functions of the epoch.
 
 * ``multistep`` (ConvPool-CNN-C, Springenberg): lr0 * gamma^(number of milestones <= epoch).
 * ``step`` (VGG cifar.torch, ImageNet INFERRED): lr0 * gamma^((epoch + index_base) // step_size).  With
