@@ -35,10 +35,10 @@ import pytest  # noqa: E402  (the worker above needs neither pytest nor the fixt
 from omegaconf import OmegaConf  # noqa: E402
 
 from crelu.config import compose_config  # noqa: E402
+from crelu.data.sharding import EvalShard, RankShard, block  # noqa: E402
 from crelu.data.synthetic import write_fake_cifar  # noqa: E402
 from crelu.data.tensor_loader import TensorBatches  # noqa: E402
 from crelu.results.record import load_record  # noqa: E402
-from crelu.data.sharding import EvalShard, RankShard, block  # noqa: E402
 from crelu.training import distributed as ddp  # noqa: E402
 from crelu.training import environment as env  # noqa: E402
 from crelu.training import train  # noqa: E402
