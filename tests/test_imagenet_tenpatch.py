@@ -103,3 +103,14 @@ def test_errors_need_images_and_modes_are_checked():
         errors_from_counts(empty)
     with pytest.raises(ValueError, match="eval_mode"):
         crop_error_counts(FirstRow(3), [], size=3, eval_mode="twelve")
+
+
+def test_top1_breaks_ties_like_argmax():
+    """A ReLU classifier emits exact zeros: tied scores must count as the training loop's argmax counts them."""
+    from crelu.evaluation.tenpatch import topk_wrong
+
+    scores = torch.tensor([[0.0, 0.0, 0.0, 0.0], [0.0, 0.3, 0.3, 0.0], [0.0, 0.0, 0.0, 0.0]])
+    labels = torch.tensor([0, 2, 3])
+    wrong = topk_wrong(scores, labels, ks=(1, 2))
+    assert int(wrong[1]) == int((scores.argmax(1) != labels).sum()) == 2
+    assert int(wrong[2]) == 1  # row 3: the label (3) is not among the first two of four tied classes

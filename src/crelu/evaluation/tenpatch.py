@@ -72,7 +72,9 @@ def topk_wrong(scores: torch.Tensor, labels: torch.Tensor, ks: Iterable[int] = T
     """Number of rows of ``scores [N, K]`` whose label is not among the ``k`` highest scores, for each k."""
     ks = tuple(ks)
     kmax = min(max(ks), scores.shape[1])
-    top = scores.topk(kmax, dim=1).indices  # [N, kmax], highest first
+    # highest first; a stable sort breaks ties toward the lower class index, as argmax does (a ReLU classifier's
+    # exact zeros tie), so top-1 here is the error the training loop reports
+    top = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :kmax]  # [N, kmax]
     hits = top == labels.view(-1, 1)
     return {k: (~hits[:, : min(k, kmax)].any(1)).sum() for k in ks}
 
