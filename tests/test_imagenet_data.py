@@ -149,7 +149,8 @@ def test_validation_is_centre_crop_of_the_square_and_subsets_are_stratified(tiny
     assert np.bincount(y.numpy()).tolist() == [2, 2, 2, 2]
     torch.testing.assert_close(centre, full[:, :, 4:71, 4:71])  # round((76 - 67) / 2) = 4
     ix = scan_split(tiny, "val")
-    first = np.asarray(load_square(str(tiny / "val" / ix.paths[bundle.crop_eval.batches.items[0]].decode()), 76)) / 255.0
+    first_path = tiny / "val" / ix.paths[bundle.crop_eval.batches.items[0]].decode()
+    first = np.asarray(load_square(str(first_path), 76)) / 255.0
     expect = (first - np.asarray(IMAGENET_MEAN)) / np.asarray(IMAGENET_STD)
     torch.testing.assert_close(full[0], torch.from_numpy(expect.transpose(2, 0, 1)).float(), atol=1e-4, rtol=0)
 
