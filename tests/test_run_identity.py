@@ -18,7 +18,8 @@ from crelu.models import build_model
 from crelu.protocols.runner import run
 from crelu.results.record import load_record
 from crelu.training import train
-from crelu.training.run import RunLock, resolve_run_dir
+from crelu.training.lock import RunLock
+from crelu.training.run import resolve_run_dir
 from crelu.training.seeds import job_seeds
 
 
@@ -87,7 +88,7 @@ def test_a_run_that_would_take_no_step_is_refused_naming_the_key(fake_cifar10, t
 def test_the_lock_names_its_owner_and_times_out(tmp_path):
     held = RunLock(tmp_path / "run")
     assert held.acquire(0) is False
-    code = ("import sys; from pathlib import Path; from crelu.training.run import RunLock, RunLockedError\n"
+    code = ("import sys; from pathlib import Path; from crelu.training.lock import RunLock, RunLockedError\n"
             "try:\n    RunLock(Path(sys.argv[1])).acquire(0.5)\nexcept RunLockedError as e:\n    print(e)\n")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "run")], capture_output=True, text=True,
                          timeout=120).stdout

@@ -140,7 +140,7 @@ def hydra_main(cfg: DictConfig) -> float | None:
 
     known = (DataNotFoundError, ModelConfigError, CheckpointError, DivergedError, RecordError, ValueError, OSError)
     try:  # another job holds the run directory (crelu.training.run's lock)
-        from crelu.training.run import RunLockedError
+        from crelu.training.lock import RunLockedError
 
         known = (*known, RunLockedError)
     except ImportError:

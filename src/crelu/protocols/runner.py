@@ -25,7 +25,8 @@ from crelu.config.schema import validate_config
 from crelu.protocols.single import phase1_target
 from crelu.protocols.tuning import apply_tuned
 from crelu.results.record import RunRecord, now_iso
-from crelu.training.run import RunLock, RunResult, RunSpec, finished_run, resolve_run_dir, train, train_runs
+from crelu.training.lock import RunLock
+from crelu.training.run import RunResult, RunSpec, finished_run, resolve_run_dir, train, train_runs
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ protocol, and K k-fold runs packed into one network (``protocol.pack``).  It own
 
 * the **run directory**: ``output.run_dir`` or ``output.root/<profile>/<run key>``
   (:mod:`crelu.results.runkey`).  A finished record there is skipped (``output.overwrite=true`` re-runs it);
-* an exclusive **lock** on the directory (:class:`RunLock`), so two identical jobs never train the same run at
+* an exclusive **lock** on the directory (:mod:`crelu.training.lock`), so two identical jobs never train the same run at
   once: the second waits (``output.lock_wait_s``) and then skips the finished run or resumes it;
 * **resume** from the last checkpoint (model, optimiser, epoch, every RNG, mid-epoch position);
 * the **epoch loop** around :func:`crelu.training.engine.train_epoch` (the one training loop), with per-epoch
@@ -23,78 +23,49 @@ when to stop.  Nothing here knows a protocol's internals.
 from __future__ import annotations
 
 import contextlib
-import fcntl
-import json
 import logging
 import math
 import os
 import shutil
-import socket
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from crelu.config.schema import ConfigError
 from crelu.data import build_data
 from crelu.data.fingerprint import data_fingerprint
-from crelu.evaluation.tenpatch import crop_error_counts, errors_from_counts
 from crelu.models import build_model, check_input_size
 from crelu.models.packed import PackedNet, merge_optimizer_states, split_optimizer_state
-from crelu.results.io import atomic_torch_save
-from crelu.results.record import LOGITS_NAME, RecordError, RunRecord, SchemaVersionError, load_record, now_iso
-from crelu.results.runkey import run_key, run_meta
+from crelu.results.record import RecordError, SchemaVersionError, load_record
+from crelu.results.runkey import run_key
 from crelu.training import distributed as ddp
 from crelu.training import environment as env
 from crelu.training.checkpoint import CKPT_NAME, discard_latest, load_latest, load_previous, save_checkpoint
-from crelu.training.engine import DivergedError, EpochProgress, EpochStats, ModelStep, evaluate, train_epoch
+from crelu.training.engine import DivergedError, EpochProgress, ModelStep, train_epoch
+from crelu.training.lock import LOCK_NAME, RunLock
 from crelu.training.loggers import make_logger, run_group, run_name
+from crelu.training.member import (
+    Member,
+    RunResult,
+    RunSpec,
+    StopRule,
+    fail,
+    finalise,
+    fresh_record,
+    resume_record,
+    stats_dict,
+)
 from crelu.training.optim import build_optimizer, lr_at, set_lr
 from crelu.training.packed import PackedStep, check_packable, pack_seed
 from crelu.training.preemption import Preempted, PreemptionGuard
 from crelu.training.progress import format_duration
-from crelu.training.seeds import JobSeeds, job_seeds, pack_dropout_seed
+from crelu.training.seeds import job_seeds, pack_dropout_seed
 
 log = logging.getLogger(__name__)
-
-LOCK_NAME = ".lock"
-
-StopRule = Callable[[dict[str, Any]], "str | None"]
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    status: str  # finished | failed
-    final: dict[str, Any] = field(default_factory=dict)
-    skipped: bool = False  # True when a finished record was found and nothing was trained
-    resumed_from_epoch: int = 0
-    record: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
-class RunSpec:
-    """What a protocol asks the lifecycle to train.
-
-    ``phase`` names a Single phase (``phase1``: train without the hold-out; ``phase2``: train on everything and
-    monitor the hold-out): it picks the data split and is stored as ``meta.phase``.  ``stop_when(row)`` is the
-    protocol's stopping rule, called after each epoch with the epoch's row; a non-empty string it returns ends
-    training and becomes ``final.stop_reason``.  ``keep_best`` keeps the weights of the epoch with the lowest
-    validation error and reports its eval-mode training loss (``final.best_train_eval_loss``).  ``protocol`` is
-    written into the record's ``protocol`` block (e.g. Single phase 2's target loss).
-    """
-
-    cfg: DictConfig
-    phase: str | None = None
-    run_dir: Path | None = None
-    stop_when: StopRule | None = None
-    keep_best: bool = False
-    protocol: dict[str, Any] = field(default_factory=dict)
-
 
 def resolve_run_dir(cfg: DictConfig) -> tuple[Path, str]:
     """The run directory and run key of ``cfg``; the key includes the data's fingerprint (read once per process)."""
@@ -121,102 +92,12 @@ def finished_run(run_dir: Path, overwrite: bool = False) -> RunResult | None:
     return RunResult(run_dir, "finished", rec.final, skipped=True, record=rec.data)
 
 
-class RunLockedError(RuntimeError):
-    """Another live process holds the run directory's lock and ``output.lock_wait_s`` ran out."""
-
-
-class RunLock:
-    """An exclusive ``flock`` on ``<run_dir>/.lock``, which names its owner (``host:pid``).
-
-    The kernel drops the lock when its owner dies (SIGKILL included), so a lock left by a dead job never blocks
-    a relaunch: there is nothing stale to break.  On filesystems without ``flock`` support the run goes on
-    unlocked, with a warning.
-    """
-
-    def __init__(self, run_dir: Path) -> None:
-        self.path = Path(run_dir) / LOCK_NAME
-        self._fd: int | None = None
-
-    def owner(self) -> str:
-        with contextlib.suppress(OSError, ValueError):
-            info = json.loads(self.path.read_text())
-            return f"{info['host']}:{info['pid']}"
-        return "another process"
-
-    def acquire(self, wait_s: float | None) -> bool:
-        """Take the lock, waiting up to ``wait_s`` seconds (None: forever).  True if it had to wait."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        waited, t0, told = False, time.monotonic(), False
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                waited = True
-                if not told:
-                    log.warning("run directory %s is locked by %s: waiting for it", self.path.parent, self.owner())
-                    told = True
-                if wait_s is not None and time.monotonic() - t0 >= wait_s:
-                    owner = self.owner()
-                    os.close(fd)
-                    raise RunLockedError(f"run directory {self.path.parent} is locked by {owner} (another job is "
-                                         f"training this run); gave up after output.lock_wait_s={wait_s}") from None
-                time.sleep(0.5)
-            except OSError as e:  # no flock on this filesystem
-                log.warning("cannot lock %s (%s): running without a lock", self.path, e)
-                os.close(fd)
-                return False
-        os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": now_iso()}).encode())
-        self._fd = fd
-        return waited
-
-    def release(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                fcntl.flock(self._fd, fcntl.LOCK_UN)
-                os.close(self._fd)
-            self._fd = None
-
-
 def train(cfg: DictConfig, *, phase: str | None = None, run_dir: str | os.PathLike | None = None,
           stop_when: StopRule | None = None, keep_best: bool = False, protocol: dict | None = None) -> RunResult:
     """Train one run described by ``cfg`` (a composed Hydra config) and write its record (see :class:`RunSpec`)."""
     spec = RunSpec(cfg, phase, Path(run_dir) if run_dir is not None else None, stop_when, keep_best,
                    dict(protocol or {}))
     return train_runs([spec])[0]
-
-
-@dataclass
-class _Member:
-    """One run of a :func:`train_runs` call, and everything the lifecycle holds for it."""
-
-    index: int
-    spec: RunSpec
-    run_dir: Path
-    key: str
-    state: dict[str, Any] | None = None  # the checkpoint resumed from
-    seeds: JobSeeds | None = None
-    gen: torch.Generator | None = None
-    model: torch.nn.Module | None = None
-    data: Any = None
-    record: RunRecord | None = None
-    logger: Any = None
-    best: dict[str, Any] | None = None
-    stop_reason: str = "schedule_end"
-    failed: bool = False
-
-    @property
-    def cfg(self) -> DictConfig:
-        return self.spec.cfg
-
-    def position(self) -> tuple[int, int | None]:
-        s = self.state
-        if s is None:
-            return (0, None)
-        mid = s.get("mid_epoch")
-        return (s["epoch"], mid["progress"]["step"] if mid else None)
 
 
 def train_runs(specs: Sequence[RunSpec | DictConfig]) -> list[RunResult]:
@@ -238,7 +119,7 @@ def train_runs(specs: Sequence[RunSpec | DictConfig]) -> list[RunResult]:
         run_dir = spec.run_dir or run_dir
         results[i] = finished_run(run_dir, spec.cfg.output.overwrite)
         if results[i] is None:
-            members.append(_Member(i, spec, run_dir, key))
+            members.append(Member(i, spec, run_dir, key))
     ddp.barrier()  # DDP: every rank has read the record before rank 0 changes the directory
     with contextlib.ExitStack() as stack:
         todo = []
@@ -265,7 +146,7 @@ def train_runs(specs: Sequence[RunSpec | DictConfig]) -> list[RunResult]:
     return results  # type: ignore[return-value]
 
 
-def _train_members(members: list[_Member]) -> list[RunResult]:
+def _train_members(members: list[Member]) -> list[RunResult]:
     c0 = members[0].cfg
     device = ddp.local_device(env.select_device(c0.train.device))
     for m in members:
@@ -328,11 +209,11 @@ def _train_members(members: list[_Member]) -> list[RunResult]:
                             amp_dtype=amp_dtype, eval_model=step_model)  # DDP trains, the bare model evaluates
     folds = [m.cfg.protocol.fold for m in members]
     for m in members:
-        m.record = ddp.main_only(_fresh_record(m, device))
+        m.record = ddp.main_only(fresh_record(m, device))
         if packed:
             m.record.data["env"]["packed"] = {"k": len(members), "folds": folds}
         if m.state is not None:
-            _resume_record(m)
+            resume_record(m)
         m.record.save()
         m.logger = make_logger(m.cfg.logger if ddp.is_main() else ddp.NO_LOGGER, m.record.meta, m.key,
                                m.record.data["config"], run_dir=m.run_dir, attempt=m.record.data["started_at"])
@@ -364,14 +245,14 @@ def _train_members(members: list[_Member]) -> list[RunResult]:
             model, eval_model = member, member
         else:
             model, eval_model = net, step_model
-        final = _finalise(m, model, eval_model, device, amp_dtype)
+        final = finalise(m, model, eval_model, device, amp_dtype)
         m.logger.summary(final)
         m.logger.finish(0)
         out.append(RunResult(m.run_dir, "finished", final, resumed_from_epoch=start, record=m.record.data))
     return out
 
 
-def _align_pack(members: list[_Member], device) -> None:
+def _align_pack(members: list[Member], device) -> None:
     """Members of a pack killed between their checkpoint writes are one checkpoint apart: step the ones ahead
     back to their previous checkpoint when it is where the others are, so the pack resumes as one."""
     def order(pos: tuple[int, int | None]) -> tuple[int, int]:
@@ -382,7 +263,7 @@ def _align_pack(members: list[_Member], device) -> None:
         if order(m.position()) != order(behind):
             prev = load_previous(m.run_dir, map_location=device)
             if prev is not None:
-                back = _Member(m.index, m.spec, m.run_dir, m.key, state=prev)
+                back = Member(m.index, m.spec, m.run_dir, m.key, state=prev)
                 if order(back.position()) == order(behind):
                     log.info("%s: one checkpoint ahead of its pack; resuming from checkpoint.prev.pt", m.run_dir)
                     discard_latest(m.run_dir)  # on disk as well: the next write keeps this one as .prev
@@ -404,7 +285,7 @@ def _check_steps(cfg: DictConfig, data) -> None:
                           "images (dataset.train_subset)")
 
 
-def _epoch_loop(members: list[_Member], stepper, net, optimizer, start: int, progress, device) -> None:
+def _epoch_loop(members: list[Member], stepper, net, optimizer, start: int, progress, device) -> None:
     c0 = members[0].cfg
     packed = len(members) > 1
     epochs = c0.schedule.epochs
@@ -417,7 +298,7 @@ def _epoch_loop(members: list[_Member], stepper, net, optimizer, start: int, pro
             return net.member_state_dicts(), split_optimizer_state(optimizer.state_dict(), len(members))
         return [net.state_dict()], [optimizer.state_dict()]
 
-    def state_dict(m: _Member, model_sd, opt_sd, epochs_done: int, **extra) -> dict[str, Any]:
+    def state_dict(m: Member, model_sd, opt_sd, epochs_done: int, **extra) -> dict[str, Any]:
         return {"epoch": epochs_done, "config": m.record.data["config"], "model": model_sd, "optimizer": opt_sd,
                 "rng": env.rng_state(m.gen), "record": m.record.data, "best": m.best, **extra}
 
@@ -455,7 +336,7 @@ def _epoch_loop(members: list[_Member], stepper, net, optimizer, start: int, pro
                               stop_requested=lambda: guard.requested, nan_check_every=c0.train.nan_check_every,
                               eta=lambda f, epoch=epoch: eta(f, epoch))
             progress = None
-            rows = [{"epoch": epoch + 1, "lr": lr, **_stats_dict("train", tr)} for tr in trs]
+            rows = [{"epoch": epoch + 1, "lr": lr, **stats_dict("train", tr)} for tr in trs]
             last = epoch + 1 == epochs
             for name in ("val", "test"):
                 if name not in members[0].data.evals:
@@ -464,7 +345,7 @@ def _epoch_loop(members: list[_Member], stepper, net, optimizer, start: int, pro
                     continue
                 evs = stepper.evaluate([m.data.evals[name] for m in members])
                 for row, s in zip(rows, evs):
-                    row.update(_stats_dict(name, s))
+                    row.update(stats_dict(name, s))
             models, opts = member_states()
             for i, m in enumerate(members):
                 if m not in active:
@@ -472,7 +353,7 @@ def _epoch_loop(members: list[_Member], stepper, net, optimizer, start: int, pro
                 row, tr = rows[i], trs[i]
                 if not math.isfinite(tr.loss):  # a packed member diverged alone
                     active.remove(m)
-                    _fail(m, DivergedError(f"training loss is {tr.loss} (NaN/Inf) in epoch {epoch + 1}"))
+                    fail(m, DivergedError(f"training loss is {tr.loss} (NaN/Inf) in epoch {epoch + 1}"))
                     continue
                 row.update(steps=tr.steps, time_s=tr.time_s, images_per_s=tr.images_per_s)
                 rec = m.record
@@ -498,11 +379,11 @@ def _epoch_loop(members: list[_Member], stepper, net, optimizer, start: int, pro
                 raise Preempted(guard.signum)  # the epoch-end checkpoint above is the resume point
     except Preempted as e:
         for m in active:
-            _fail(m, e, status="interrupted")
+            fail(m, e, status="interrupted")
         guard.hand_over(e.signum)
     except DivergedError as e:
         for m in active:
-            _fail(m, e)
+            fail(m, e)
         m0 = active[0] if active else members[0]
         done = len(m0.record.epochs)
         kept = (f"the last good checkpoint (epoch {done}) is kept" if (m0.run_dir / CKPT_NAME).exists()
@@ -511,91 +392,9 @@ def _epoch_loop(members: list[_Member], stepper, net, optimizer, start: int, pro
                             "and the failure is recorded in run.json") from None
     except BaseException as e:
         for m in active:
-            _fail(m, e)
+            fail(m, e)
         raise
     finally:
         guard.__exit__()
 
-
-def _stats_dict(prefix: str, s: EpochStats) -> dict[str, float]:
-    return {f"{prefix}_loss": s.loss, f"{prefix}_error": s.error}
-
-
-def _fresh_record(m: _Member, device) -> RunRecord:
-    cfg, data = m.cfg, m.data
-    fingerprint = data_fingerprint(cfg.dataset)
-    meta = run_meta(cfg, fingerprint["digest"])
-    meta["phase"] = m.spec.phase
-    return RunRecord(m.run_dir, {
-        "status": "running", "run_key": m.key, "meta": meta,
-        "config": OmegaConf.to_container(cfg, resolve=True),
-        "git": env.git_info(), "params": sum(p.numel() for p in m.model.parameters()),
-        "env": env.describe_device(device), "started_at": now_iso(), "finished_at": None, "wall_time_s": 0.0,
-        "data": {**data.sizes(), "mean": data.mean, "std": data.std, "fingerprint": fingerprint},
-        "seeds": m.seeds.as_dict(),
-        "epochs": [], "final": {}, "protocol": dict(m.spec.protocol),
-        "artifacts": {"test_logits": None, "checkpoint": CKPT_NAME if cfg.train.checkpoint else None},
-        "failure": None,
-    })
-
-
-def _resume_record(m: _Member) -> None:
-    s, rec = m.state, m.record
-    start = s["epoch"]
-    rec.data["epochs"] = s["record"]["epochs"][:start]
-    for f in ("started_at", "wall_time_s"):
-        rec.data[f] = s["record"][f]
-    rec.data["resumes"] = [*s["record"].get("resumes", []), {"epoch": start, "at": now_iso()}]
-    m.best = s.get("best")
-
-
-def _fail(m: _Member, e: BaseException, status: str | None = None) -> None:
-    m.failed = True
-    rec = m.record
-    rec.data["status"] = status or ("interrupted" if isinstance(e, KeyboardInterrupt) else "failed")
-    rec.data["failure"] = {"type": type(e).__name__, "message": str(e), "epoch": len(rec.epochs) + 1,
-                           "at": now_iso()}
-    rec.save()
-    m.logger.finish(1)
-
-
-def _finalise(m: _Member, model, eval_model, device, amp_dtype) -> dict[str, Any]:
-    """Final evaluation: test logits, eval-mode train loss (Single's L*), and the record marked finished."""
-    cfg, data, record = m.cfg, m.data, m.record
-    t0 = time.perf_counter()
-    steps = sum(e.get("steps", 1) for e in record.epochs)
-    if not record.epochs or steps < 1:  # _check_steps refuses such runs; a finished record never lies
-        raise RuntimeError(f"{m.run_dir}: no optimisation step was taken; refusing to mark the run finished")
-    last = record.epochs[-1]
-    test, logits, labels = evaluate(eval_model, data.evals["test"], device=device, amp_dtype=amp_dtype,
-                                    keep_logits=cfg.train.save_logits)
-    final = {"epoch": len(record.epochs), "train_loss": last.get("train_loss"),
-             "train_error": last.get("train_error"), **_stats_dict("test", test), "test_images": test.examples,
-             "stop_reason": m.stop_reason}
-    if "train_eval" in data.evals:  # eval-mode pass over the training images (Single's L*, Table 1 train)
-        train_eval, _, _ = evaluate(eval_model, data.evals["train_eval"], device=device, amp_dtype=amp_dtype)
-        final.update(_stats_dict("train_eval", train_eval))
-    if data.crop_eval is not None:  # ImageNet: centre crop and 10 patches (crelu.evaluation.tenpatch)
-        ce = data.crop_eval
-        counts = crop_error_counts(eval_model, ce.batches.epoch(None), size=ce.image_size, eval_mode=ce.eval_mode,
-                                   amp_dtype=amp_dtype, channels_last=ce.channels_last)
-        final.update(errors_from_counts(ddp.reduce_counts(counts)))
-    if "val" in data.evals:
-        val, _, _ = evaluate(eval_model, data.evals["val"], device=device, amp_dtype=amp_dtype)
-        final.update(_stats_dict("val", val))
-    if m.best is not None and m.spec.keep_best:
-        # Single phase 1 at the best-validation point: L* is the eval-mode loss of *that* model.
-        current = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        model.load_state_dict(m.best["model"])
-        at_best, _, _ = evaluate(eval_model, data.evals["train_eval"], device=device, amp_dtype=amp_dtype)
-        model.load_state_dict(current)
-        final.update(best_val_epoch=m.best["epoch"], best_val_error=m.best["val_error"],
-                     best_train_eval_loss=at_best.loss)
-    if logits is not None and ddp.is_main():
-        atomic_torch_save({"logits": logits, "labels": labels}, record.run_dir / LOGITS_NAME)
-        record.data["artifacts"]["test_logits"] = LOGITS_NAME
-    record.data["wall_time_s"] = record.data.get("wall_time_s", 0.0) + (time.perf_counter() - t0)
-    record.data.update(status="finished", final=final, finished_at=now_iso())
-    record.save()
-    return final
 
