@@ -139,7 +139,7 @@ def finalise(m: Member, model, eval_model, device, amp_dtype) -> dict[str, Any]:
     cfg, data, record = m.cfg, m.data, m.record
     t0 = time.perf_counter()
     steps = sum(e.get("steps", 1) for e in record.epochs)
-    if not record.epochs or steps < 1:  # _check_steps refuses such runs; a finished record never lies
+    if not record.epochs or steps < 1:  # config.checks.check_steps refuses such runs; a finished record never lies
         raise RuntimeError(f"{m.run_dir}: no optimisation step was taken; refusing to mark the run finished")
     last = record.epochs[-1]
     test, logits, labels = evaluate(eval_model, data.evals["test"], device=device, amp_dtype=amp_dtype,

@@ -68,14 +68,15 @@ class PackedStep:
         self.net: PackedNet = getattr(model, "_orig_mod", model)
         self.device, self.amp_dtype = device, amp_dtype
         self.k = self.net.k
-        self._totals: list[int] = []
+
+    def _totals(self, max_steps: int | None) -> list[int]:
+        return [len(b) if max_steps is None else min(len(b), max_steps) for b in self.batches]
 
     def total(self, max_steps: int | None) -> int:
-        self._totals = [len(b) if max_steps is None else min(len(b), max_steps) for b in self.batches]
-        return max(self._totals)
+        return max(self._totals(max_steps))
 
     def iterate(self, max_steps: int | None, start: int = 0):
-        totals = [len(b) if max_steps is None else min(len(b), max_steps) for b in self.batches]
+        totals = self._totals(max_steps)
         iters = [b.epoch(g, max_steps, start=start) if start else b.epoch(g, max_steps)
                  for b, g in zip(self.batches, self.gens)]
         for step in range(start + 1, max(totals) + 1):

@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from omegaconf import DictConfig
 
-from crelu.config.schema import ConfigError
+from crelu.config.checks import check_steps
 from crelu.data import build_data
 from crelu.data.fingerprint import data_fingerprint
 from crelu.models import build_model, check_input_size
@@ -168,12 +168,11 @@ def _train_members(members: list[Member]) -> list[RunResult]:
         m.seeds = job_seeds(cfg, m.spec.phase)  # crelu.training.seeds: init, dropout and data order of this job
         env.seed_everything(ddp.rank_seed(m.seeds.init), cfg.train.deterministic)
         m.gen = torch.Generator().manual_seed(m.seeds.data)
-        m.model = build_model(cfg.model, cfg.dataset.num_classes)  # validates the architecture before data loads
-        check_input_size(m.model, cfg.dataset.image_size, cfg.dataset.name)
+        m.model = build_model(cfg.model, cfg.dataset.num_classes)  # (its input size was checked by train_runs)
         if m.seeds.rule == "per-job" and not packed:
             torch.manual_seed(ddp.rank_seed(m.seeds.dropout))
         m.data = build_data(cfg, device, channels_last, phase=m.spec.phase, rank=ddp.rank(), world=ddp.world_size())
-        _check_steps(cfg, m.data)
+        check_steps(cfg, m.data.train.num_examples)  # a run taking no optimisation step is refused
         m.model = m.model.to(device)
         if packed and m.state is not None:
             m.model.load_state_dict(m.state["model"])
@@ -268,21 +267,6 @@ def _align_pack(members: list[Member], device) -> None:
                     log.info("%s: one checkpoint ahead of its pack; resuming from checkpoint.prev.pt", m.run_dir)
                     discard_latest(m.run_dir)  # on disk as well: the next write keeps this one as .prev
                     m.state = prev
-
-
-def _check_steps(cfg: DictConfig, data) -> None:
-    """Refuse a run that would take no optimisation step (its record would claim a trained model)."""
-    steps = len(data.train) if cfg.train.max_steps_per_epoch is None else min(len(data.train),
-                                                                              cfg.train.max_steps_per_epoch)
-    if cfg.schedule.epochs < 1:
-        raise ConfigError(f"schedule.epochs={cfg.schedule.epochs}: a run needs at least one epoch")
-    if steps < 1:
-        n = data.train.num_examples
-        why = (f"train.batch_size={cfg.train.batch_size} is larger than the {n} training images of this run "
-               f"(train.drop_last={cfg.train.drop_last})" if cfg.train.max_steps_per_epoch != 0
-               else "train.max_steps_per_epoch=0")
-        raise ConfigError(f"{why}: an epoch would take no optimisation step; lower train.batch_size or use more "
-                          "images (dataset.train_subset)")
 
 
 def _epoch_loop(members: list[Member], stepper, net, optimizer, start: int, progress, device) -> None:
